@@ -1,0 +1,42 @@
+//! The one error type of flowgen.
+
+use std::fmt;
+
+/// Everything that can go wrong when a flow is evaluated, trained, saved or loaded.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// The batch has the wrong number of columns.
+    WrongDim {
+        /// The flow's dimension.
+        expected: usize,
+        /// The number of columns given.
+        found: usize,
+    },
+    /// An input value is NaN or infinite.
+    NonFinite {
+        /// Row of the first bad value.
+        row: usize,
+        /// Column of the first bad value.
+        col: usize,
+        /// The value itself.
+        value: f64,
+    },
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlowError::WrongDim { expected, found } => write!(
+                f,
+                "wrong number of columns: the flow has dim = {expected}, the batch has {found} columns"
+            ),
+            FlowError::NonFinite { row, col, value } => write!(
+                f,
+                "non-finite input {value} at row {row}, column {col}: flows take finite values only"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FlowError {}

@@ -1,0 +1,141 @@
+//! The layers: one file per family, value, inverse and log-det side by side.
+//!
+//! Every layer implements [`Layer`] (batches in place, and single points without the heap);
+//! the elementwise ones also implement [`Elementwise`], the scalar kernel that the generated
+//! code fuses: consecutive elementwise layers run in one pass with [`map_rows`].
+//!
+//! Directions: `forward` maps towards the data (sampling), `inverse` towards the base
+//! (density). A log-det is `log|det ∂forward/∂x|` for `forward` and `log|det ∂inverse/∂y|`
+//! for `inverse`. An inverse kernel given a value outside its layer's codomain returns a
+//! log-det of `-inf` (the point has zero density).
+
+use ndarray::{ArrayViewMut1, ArrayViewMut2, Axis};
+
+use crate::float::Float;
+use crate::workspace::Workspace;
+
+pub mod coupling;
+pub mod elementwise;
+pub mod permute;
+
+pub use coupling::{Activation, Coupling, CouplingTransform, Mask};
+pub use elementwise::{
+    Affine, Atanh, Exp, LeakyRelu, Log, Logit, Scale, Shift, Sigmoid, Softplus, Tanh,
+};
+pub use permute::Permute;
+
+/// A bijective layer of a flow.
+pub trait Layer<F: Float>: Send + Sync {
+    /// The layer's kind as written in the DSL (`"affine"`, `"coupling"`, …).
+    fn kind(&self) -> &'static str;
+
+    /// Maps each row of `x` forward in place and adds each row's log-det to `log_det`.
+    fn forward_block(
+        &self,
+        x: ArrayViewMut2<'_, F>,
+        log_det: ArrayViewMut1<'_, F>,
+        ws: &mut Workspace<F>,
+    );
+
+    /// Maps each row of `y` back in place and adds each row's inverse log-det to `log_det`.
+    fn inverse_block(
+        &self,
+        y: ArrayViewMut2<'_, F>,
+        log_det: ArrayViewMut1<'_, F>,
+        ws: &mut Workspace<F>,
+    );
+
+    /// Maps one point forward in place; returns its log-det. `scratch` is caller-provided
+    /// stack memory of at least [`Layer::point_scratch`] elements.
+    fn forward_point(&self, x: &mut [F], scratch: &mut [F]) -> F;
+
+    /// Maps one point back in place; returns its inverse log-det.
+    fn inverse_point(&self, y: &mut [F], scratch: &mut [F]) -> F;
+
+    /// Scratch elements the point methods need (0 for most layers).
+    fn point_scratch(&self) -> usize {
+        0
+    }
+}
+
+/// A layer acting on each coordinate separately: the scalar kernels that get fused.
+pub trait Elementwise<F: Float> {
+    /// `(y, log|dy/dx|)` for coordinate `j`.
+    fn forward(&self, j: usize, x: F) -> (F, F);
+    /// `(x, log|dx/dy|)` for coordinate `j`; log-det `-inf` when `y` is outside the codomain.
+    fn inverse(&self, j: usize, y: F) -> (F, F);
+}
+
+/// Applies the scalar map `f(j, value) -> (new value, log-det)` to every entry of `x` in
+/// one pass, adding each row's summed log-det to `log_det`. The generated code passes a
+/// closure that chains several [`Elementwise`] kernels, which is how they are fused.
+#[inline]
+pub fn map_rows<F: Float>(
+    mut x: ArrayViewMut2<'_, F>,
+    mut log_det: ArrayViewMut1<'_, F>,
+    f: impl Fn(usize, F) -> (F, F),
+) {
+    for (mut row, ld) in x.axis_iter_mut(Axis(0)).zip(log_det.iter_mut()) {
+        let mut acc = F::zero();
+        for (j, v) in row.iter_mut().enumerate() {
+            let (y, l) = f(j, *v);
+            *v = y;
+            acc += l;
+        }
+        *ld += acc;
+    }
+}
+
+/// Applies `f` to one point in place; returns the summed log-det.
+#[inline]
+pub fn map_point<F: Float>(x: &mut [F], f: impl Fn(usize, F) -> (F, F)) -> F {
+    let mut acc = F::zero();
+    for (j, v) in x.iter_mut().enumerate() {
+        let (y, l) = f(j, *v);
+        *v = y;
+        acc += l;
+    }
+    acc
+}
+
+/// Implements [`Layer`] for elementwise layers through their [`Elementwise`] kernels.
+macro_rules! elementwise_layer {
+    ($ty:ident $(<$f:ident>)?, $kind:literal) => {
+        impl<F: $crate::float::Float> $crate::layers::Layer<F> for $ty$(<$f>)? {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+            fn forward_block(
+                &self,
+                x: ndarray::ArrayViewMut2<'_, F>,
+                log_det: ndarray::ArrayViewMut1<'_, F>,
+                _ws: &mut $crate::workspace::Workspace<F>,
+            ) {
+                $crate::layers::map_rows(x, log_det, |j, v| {
+                    $crate::layers::Elementwise::<F>::forward(self, j, v)
+                })
+            }
+            fn inverse_block(
+                &self,
+                y: ndarray::ArrayViewMut2<'_, F>,
+                log_det: ndarray::ArrayViewMut1<'_, F>,
+                _ws: &mut $crate::workspace::Workspace<F>,
+            ) {
+                $crate::layers::map_rows(y, log_det, |j, v| {
+                    $crate::layers::Elementwise::<F>::inverse(self, j, v)
+                })
+            }
+            fn forward_point(&self, x: &mut [F], _scratch: &mut [F]) -> F {
+                $crate::layers::map_point(x, |j, v| {
+                    $crate::layers::Elementwise::<F>::forward(self, j, v)
+                })
+            }
+            fn inverse_point(&self, y: &mut [F], _scratch: &mut [F]) -> F {
+                $crate::layers::map_point(y, |j, v| {
+                    $crate::layers::Elementwise::<F>::inverse(self, j, v)
+                })
+            }
+        }
+    };
+}
+pub(crate) use elementwise_layer;

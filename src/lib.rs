@@ -1,0 +1,1 @@
+pub use flow_runtime;
