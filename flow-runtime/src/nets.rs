@@ -1,7 +1,16 @@
 //! Small MLP conditioners, on matrices of row blocks (matrixmultiply through ndarray) and
 //! on single points (stack scratch, no heap).
+//!
+//! A batch of rows goes through [`Mlp::forward_block`]: one `general_mat_mul` per layer
+//! into caller-provided scratch, then one fused pass adding the bias and applying the
+//! activation. A single point goes through [`Mlp::hidden_point`] (the last hidden
+//! activation, in scratch whose size depends only on the hidden widths) and then
+//! [`Mlp::output_unit`] for each output unit the caller needs, so no buffer ever has to be
+//! as large as the output.
 
-use ndarray::{Array1, Array2};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
+use rand::{Rng, RngExt};
 
 use crate::float::Float;
 
@@ -18,6 +27,76 @@ pub enum Activation {
     Silu,
 }
 
+/// The logistic sigmoid `1/(1+exp(−x))`, without overflow for either sign of `x`.
+#[inline(always)]
+fn sigmoid<F: Float>(x: F) -> F {
+    if x >= F::zero() {
+        F::one() / (F::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (F::one() + e)
+    }
+}
+
+impl Activation {
+    /// The activation of the pre-activation `x`. NaN stays NaN.
+    #[inline(always)]
+    pub fn apply<F: Float>(self, x: F) -> F {
+        match self {
+            // Written so that a NaN propagates (`F::max` would drop it).
+            Activation::Relu => {
+                if x < F::zero() {
+                    F::zero()
+                } else {
+                    x
+                }
+            }
+            Activation::Tanh => x.tanh(),
+            Activation::Elu => {
+                if x > F::zero() {
+                    x
+                } else {
+                    x.exp_m1()
+                }
+            }
+            Activation::Silu => x * sigmoid(x),
+        }
+    }
+
+    /// The derivative of [`Activation::apply`] with respect to the pre-activation `x`
+    /// (for `Relu`, 0 at `x = 0`, as PyTorch does).
+    #[inline(always)]
+    pub fn derivative<F: Float>(self, x: F) -> F {
+        match self {
+            Activation::Relu => {
+                if x > F::zero() {
+                    F::one()
+                } else if x <= F::zero() {
+                    F::zero()
+                } else {
+                    x // NaN
+                }
+            }
+            Activation::Tanh => {
+                let t = x.tanh();
+                F::one() - t * t
+            }
+            Activation::Elu => {
+                if x > F::zero() {
+                    F::one()
+                } else {
+                    x.exp()
+                }
+            }
+            // d/dx x·σ(x) = σ(x) + x·σ(x)·σ(−x), with 1 − σ(x) = σ(−x) computed stably.
+            Activation::Silu => {
+                let s = sigmoid(x);
+                s + x * s * sigmoid(-x)
+            }
+        }
+    }
+}
+
 /// A dense layer: `out = input · weight + bias`, `weight` of shape (inputs, outputs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dense<F> {
@@ -25,6 +104,56 @@ pub struct Dense<F> {
     pub weight: Array2<F>,
     /// (outputs,)
     pub bias: Array1<F>,
+}
+
+impl<F: Float> Dense<F> {
+    /// Number of inputs.
+    #[inline]
+    pub fn inputs(&self) -> usize {
+        self.weight.nrows()
+    }
+
+    /// Number of outputs.
+    #[inline]
+    pub fn outputs(&self) -> usize {
+        self.weight.ncols()
+    }
+
+    /// PyTorch's `nn.Linear` default: weights and biases U(−1/√inputs, 1/√inputs).
+    fn uniform<R: Rng + ?Sized>(inputs: usize, outputs: usize, rng: &mut R) -> Self {
+        let bound = 1.0 / (inputs as f64).sqrt();
+        let mut draw = || F::of(rng.random_range(-bound..bound));
+        let weight = Array2::from_shape_simple_fn((inputs, outputs), &mut draw);
+        let bias = Array1::from_shape_simple_fn(outputs, &mut draw);
+        Self { weight, bias }
+    }
+
+    /// All weights and biases zero.
+    fn zeros(inputs: usize, outputs: usize) -> Self {
+        Self {
+            weight: Array2::zeros((inputs, outputs)),
+            bias: Array1::zeros(outputs),
+        }
+    }
+
+    /// `out[o] = act(bias[o] + Σ_j input(j)·weight[j, o])` for one point (`act` = identity
+    /// when `None`). Reads the weights row by row (contiguous).
+    #[inline]
+    fn point(&self, input: impl Fn(usize) -> F, out: &mut [F], act: Option<Activation>) {
+        let bias = self.bias.as_slice().expect("bias is contiguous");
+        out.copy_from_slice(bias);
+        for (j, w_row) in self.weight.rows().into_iter().enumerate() {
+            let xj = input(j);
+            for (o, &w) in out.iter_mut().zip(w_row.iter()) {
+                *o += xj * w;
+            }
+        }
+        if let Some(act) = act {
+            for o in out.iter_mut() {
+                *o = act.apply(*o);
+            }
+        }
+    }
 }
 
 /// A multilayer perceptron with the same activation after every hidden layer and a linear
@@ -37,4 +166,497 @@ pub struct Mlp<F> {
     pub activation: Activation,
 }
 
-impl<F: Float> Mlp<F> {}
+impl<F: Float> Mlp<F> {
+    /// An MLP `inputs → hidden[0] → … → outputs`. Hidden layers are initialised like
+    /// PyTorch's `nn.Linear` (weights and biases U(−1/√fan_in, 1/√fan_in)); the last layer
+    /// is all zeros, so the network starts by outputting 0 (Glow's trick: a fresh coupling
+    /// is the identity). With `hidden` empty the network is one (zero) linear layer.
+    ///
+    /// Panics if `inputs`, `outputs` or a hidden width is 0.
+    pub fn new<R: Rng + ?Sized>(
+        inputs: usize,
+        hidden: &[usize],
+        outputs: usize,
+        activation: Activation,
+        rng: &mut R,
+    ) -> Self {
+        assert!(inputs > 0, "an MLP needs at least one input");
+        assert!(outputs > 0, "an MLP needs at least one output");
+        assert!(
+            hidden.iter().all(|&h| h > 0),
+            "hidden layer widths must be at least 1, got {hidden:?}"
+        );
+        let mut layers = Vec::with_capacity(hidden.len() + 1);
+        let mut fan_in = inputs;
+        for &width in hidden {
+            layers.push(Dense::uniform(fan_in, width, rng));
+            fan_in = width;
+        }
+        layers.push(Dense::zeros(fan_in, outputs));
+        Self { layers, activation }
+    }
+
+    /// Number of inputs.
+    pub fn inputs(&self) -> usize {
+        self.layers[0].inputs()
+    }
+
+    /// Number of outputs.
+    pub fn outputs(&self) -> usize {
+        self.layers[self.layers.len() - 1].outputs()
+    }
+
+    /// The hidden layers (all but the last).
+    fn hidden(&self) -> &[Dense<F>] {
+        &self.layers[..self.layers.len() - 1]
+    }
+
+    /// The widest hidden layer (0 with no hidden layers): [`Mlp::forward_block`] on `rows`
+    /// rows needs `rows · max_hidden()` elements in `hidden_a`, and as many in `hidden_b`
+    /// when there are at least two hidden layers.
+    pub fn max_hidden(&self) -> usize {
+        self.hidden().iter().map(Dense::outputs).max().unwrap_or(0)
+    }
+
+    /// Elements of `hidden_b` that [`Mlp::forward_block`] needs for `rows` rows (0 with
+    /// fewer than two hidden layers).
+    pub fn hidden_b_len(&self, rows: usize) -> usize {
+        if self.hidden().len() >= 2 {
+            rows * self.max_hidden()
+        } else {
+            0
+        }
+    }
+
+    /// The network on a block of rows: `out = net(input)` row by row. `hidden_a` and
+    /// `hidden_b` are scratch (contents unspecified on entry and exit) of at least
+    /// `rows · max_hidden()` elements each (`hidden_b` may be empty with fewer than two
+    /// hidden layers, see [`Mlp::hidden_b_len`]). Allocates nothing itself.
+    pub fn forward_block(
+        &self,
+        input: ArrayView2<'_, F>,
+        mut out: ArrayViewMut2<'_, F>,
+        hidden_a: &mut [F],
+        hidden_b: &mut [F],
+    ) {
+        let rows = input.nrows();
+        assert_eq!(
+            input.ncols(),
+            self.inputs(),
+            "MLP input has the wrong number of columns"
+        );
+        assert_eq!(
+            out.dim(),
+            (rows, self.outputs()),
+            "MLP output has the wrong shape"
+        );
+        let (last, hidden) = self
+            .layers
+            .split_last()
+            .expect("an MLP has at least one layer");
+        assert!(
+            hidden_a.len() >= rows * self.max_hidden() && hidden_b.len() >= self.hidden_b_len(rows),
+            "MLP hidden scratch too small: {} and {} elements, {} and {} needed",
+            hidden_a.len(),
+            hidden_b.len(),
+            rows * self.max_hidden(),
+            self.hidden_b_len(rows)
+        );
+
+        let last_input = match hidden.split_first() {
+            None => input,
+            Some((first, rest)) => {
+                let mut cur: &mut [F] = hidden_a;
+                let mut next: &mut [F] = hidden_b;
+                let mut width = first.outputs();
+                {
+                    let mut h = ArrayViewMut2::from_shape((rows, width), &mut cur[..rows * width])
+                        .expect("hidden_a too small");
+                    general_mat_mul(F::one(), &input, &first.weight, F::zero(), &mut h);
+                    self.bias_activation(&mut h, first);
+                }
+                for layer in rest {
+                    let out_width = layer.outputs();
+                    let prev = ArrayView2::from_shape((rows, width), &cur[..rows * width])
+                        .expect("hidden scratch too small");
+                    let mut h =
+                        ArrayViewMut2::from_shape((rows, out_width), &mut next[..rows * out_width])
+                            .expect("hidden_b too small");
+                    general_mat_mul(F::one(), &prev, &layer.weight, F::zero(), &mut h);
+                    self.bias_activation(&mut h, layer);
+                    std::mem::swap(&mut cur, &mut next);
+                    width = out_width;
+                }
+                let cur: &[F] = cur;
+                ArrayView2::from_shape((rows, width), &cur[..rows * width])
+                    .expect("hidden scratch too small")
+            }
+        };
+
+        general_mat_mul(F::one(), &last_input, &last.weight, F::zero(), &mut out);
+        for mut row in out.rows_mut() {
+            row += &last.bias;
+        }
+    }
+
+    /// `h = act(h + bias)` in one pass over the hidden matrix `h` (row-major, contiguous).
+    #[inline]
+    fn bias_activation(&self, h: &mut ArrayViewMut2<'_, F>, layer: &Dense<F>) {
+        let act = self.activation;
+        let bias = layer.bias.as_slice().expect("bias is contiguous");
+        let width = bias.len();
+        let data = h.as_slice_mut().expect("hidden scratch is contiguous");
+        for row in data.chunks_exact_mut(width) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v = act.apply(*v + b);
+            }
+        }
+    }
+
+    /// Scratch elements [`Mlp::hidden_point`] needs: the widest even-numbered hidden
+    /// layer plus the widest odd-numbered one (the two ping-pong halves), at most the sum
+    /// of the two largest hidden widths. Depends only on the hidden widths.
+    pub fn point_scratch(&self) -> usize {
+        let (even, odd) = self.split_widths();
+        even + odd
+    }
+
+    /// (widest even-numbered hidden layer, widest odd-numbered hidden layer).
+    fn split_widths(&self) -> (usize, usize) {
+        let mut even = 0;
+        let mut odd = 0;
+        for (l, layer) in self.hidden().iter().enumerate() {
+            let w = if l % 2 == 0 { &mut even } else { &mut odd };
+            *w = (*w).max(layer.outputs());
+        }
+        (even, odd)
+    }
+
+    /// The activation of the last hidden layer for one point whose input `j` is
+    /// `input(j)`, computed in `scratch` (at least [`Mlp::point_scratch`] elements) without
+    /// the heap. Feed it to [`Mlp::output_unit`]. With no hidden layers this is an empty
+    /// slice and the last layer reads the input itself: use [`Mlp::output_unit_with`].
+    pub fn hidden_point<'s>(&self, input: impl Fn(usize) -> F, scratch: &'s mut [F]) -> &'s [F] {
+        let hidden = self.hidden();
+        let Some((first, rest)) = hidden.split_first() else {
+            return &scratch[..0];
+        };
+        let (even, _) = self.split_widths();
+        let (a, b) = scratch.split_at_mut(even);
+        let mut cur: &mut [F] = a;
+        let mut next: &mut [F] = b;
+        let mut width = first.outputs();
+        first.point(input, &mut cur[..width], Some(self.activation));
+        for layer in rest {
+            let out_width = layer.outputs();
+            let prev: &[F] = &cur[..width];
+            layer.point(|j| prev[j], &mut next[..out_width], Some(self.activation));
+            std::mem::swap(&mut cur, &mut next);
+            width = out_width;
+        }
+        let cur: &'s [F] = cur;
+        &cur[..width]
+    }
+
+    /// Output unit `k` of the network for one point, from the last hidden activation
+    /// returned by [`Mlp::hidden_point`]: `bias[k] + Σ_j last_hidden[j]·weight[j, k]`.
+    #[inline]
+    pub fn output_unit(&self, last_hidden: &[F], k: usize) -> F {
+        self.output_unit_with(|j| last_hidden[j], k)
+    }
+
+    /// Output unit `k` of the network for one point, given the input of the last layer
+    /// as `last_input(j)`: the last hidden activation, or with no hidden layers the
+    /// network's input itself.
+    #[inline]
+    pub fn output_unit_with(&self, last_input: impl Fn(usize) -> F, k: usize) -> F {
+        let last = &self.layers[self.layers.len() - 1];
+        let mut acc = last.bias[k];
+        for (j, &w) in last.weight.column(k).iter().enumerate() {
+            acc += last_input(j) * w;
+        }
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const ACTIVATIONS: [Activation; 4] = [
+        Activation::Relu,
+        Activation::Tanh,
+        Activation::Elu,
+        Activation::Silu,
+    ];
+
+    fn rng(seed: u64) -> StdRng {
+        StdRng::seed_from_u64(seed)
+    }
+
+    /// Every weight and bias U(−0.5, 0.5), the last layer included.
+    fn randomise(net: &mut Mlp<f64>, rng: &mut StdRng) {
+        for layer in &mut net.layers {
+            layer.weight.mapv_inplace(|_| rng.random_range(-0.5..0.5));
+            layer.bias.mapv_inplace(|_| rng.random_range(-0.5..0.5));
+        }
+    }
+
+    fn random_input(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<f64> {
+        Array2::from_shape_simple_fn((rows, cols), || rng.random_range(-2.0..2.0))
+    }
+
+    /// The network on one row, naively, with fresh vectors.
+    fn naive_row(net: &Mlp<f64>, x: &[f64]) -> Vec<f64> {
+        let mut v = x.to_vec();
+        let n = net.layers.len();
+        for (l, layer) in net.layers.iter().enumerate() {
+            let mut out = vec![0.0; layer.outputs()];
+            for (o, out_o) in out.iter_mut().enumerate() {
+                let mut s = layer.bias[o];
+                for (j, vj) in v.iter().enumerate() {
+                    s += vj * layer.weight[[j, o]];
+                }
+                *out_o = if l + 1 < n {
+                    net.activation.apply(s)
+                } else {
+                    s
+                };
+            }
+            v = out;
+        }
+        v
+    }
+
+    fn batch(net: &Mlp<f64>, input: &Array2<f64>) -> Array2<f64> {
+        let rows = input.nrows();
+        let mut out = Array2::from_elem((rows, net.outputs()), f64::NAN);
+        // Scratch full of NaN: nothing may leak from previous contents.
+        let mut a = vec![f64::NAN; rows * net.max_hidden()];
+        let mut b = vec![f64::NAN; net.hidden_b_len(rows)];
+        net.forward_block(input.view(), out.view_mut(), &mut a, &mut b);
+        out
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
+    }
+
+    const HIDDEN: [&[usize]; 5] = [&[], &[7], &[9, 4], &[5, 11, 3], &[6, 6, 6, 6]];
+
+    #[test]
+    fn new_initialises_like_pytorch_with_zero_last_layer() {
+        let mut r = rng(1);
+        let net: Mlp<f64> = Mlp::new(4, &[16, 9], 3, Activation::Tanh, &mut r);
+        assert_eq!(net.layers.len(), 3);
+        assert_eq!(net.layers[0].weight.dim(), (4, 16));
+        assert_eq!(net.layers[1].weight.dim(), (16, 9));
+        assert_eq!(net.layers[2].weight.dim(), (9, 3));
+        for (layer, fan_in) in net.layers[..2].iter().zip([4.0f64, 16.0]) {
+            let bound = 1.0 / fan_in.sqrt();
+            assert!(
+                layer
+                    .weight
+                    .iter()
+                    .chain(&layer.bias)
+                    .all(|w| w.abs() <= bound)
+            );
+            assert!(layer.weight.iter().any(|&w| w != 0.0));
+            assert!(layer.bias.iter().any(|&w| w != 0.0));
+        }
+        assert!(
+            net.layers[2]
+                .weight
+                .iter()
+                .chain(&net.layers[2].bias)
+                .all(|&w| w == 0.0)
+        );
+        assert_eq!((net.inputs(), net.outputs(), net.max_hidden()), (4, 3, 16));
+
+        let lin: Mlp<f32> = Mlp::new(3, &[], 2, Activation::Relu, &mut r);
+        assert_eq!(lin.layers.len(), 1);
+        assert_eq!(lin.layers[0].weight.dim(), (3, 2));
+        assert!(lin.layers[0].weight.iter().all(|&w| w == 0.0));
+        assert_eq!((lin.max_hidden(), lin.point_scratch()), (0, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "hidden layer widths must be at least 1")]
+    fn new_rejects_zero_width() {
+        let _: Mlp<f64> = Mlp::new(2, &[4, 0], 2, Activation::Relu, &mut rng(0));
+    }
+
+    #[test]
+    fn last_layer_zero_gives_zero_output() {
+        let mut r = rng(2);
+        for hidden in HIDDEN {
+            for act in ACTIVATIONS {
+                let net: Mlp<f64> = Mlp::new(3, hidden, 5, act, &mut r);
+                let x = random_input(17, 3, &mut r);
+                assert!(batch(&net, &x).iter().all(|&v| v == 0.0));
+                let mut scratch = vec![0.0; net.point_scratch()];
+                let input = |j: usize| x[[0, j]];
+                let h = net.hidden_point(input, &mut scratch);
+                for k in 0..5 {
+                    let v = if hidden.is_empty() {
+                        net.output_unit_with(input, k)
+                    } else {
+                        net.output_unit(h, k)
+                    };
+                    assert_eq!(v, 0.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_forward_equals_naive_rows() {
+        let mut r = rng(3);
+        for hidden in HIDDEN {
+            for act in ACTIVATIONS {
+                let mut net: Mlp<f64> = Mlp::new(4, hidden, 6, act, &mut r);
+                randomise(&mut net, &mut r);
+                for rows in [1, 5, 64, 257] {
+                    let x = random_input(rows, 4, &mut r);
+                    let out = batch(&net, &x);
+                    for (i, row) in x.rows().into_iter().enumerate() {
+                        let expected = naive_row(&net, row.as_slice().unwrap());
+                        for (k, e) in expected.iter().enumerate() {
+                            assert!(
+                                close(out[[i, k]], *e, 1e-12),
+                                "{hidden:?} {act:?} rows={rows}: {} vs {e}",
+                                out[[i, k]]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_forward_accepts_strided_input() {
+        let mut r = rng(4);
+        let mut net: Mlp<f64> = Mlp::new(3, &[5, 4], 2, Activation::Silu, &mut r);
+        randomise(&mut net, &mut r);
+        let wide = random_input(10, 6, &mut r);
+        let strided = wide.slice(ndarray::s![.., ..;2]);
+        let mut out = Array2::zeros((10, 2));
+        let (mut a, mut b) = (vec![0.0; 50], vec![0.0; 50]);
+        net.forward_block(strided, out.view_mut(), &mut a, &mut b);
+        let contiguous = strided.to_owned();
+        assert_eq!(out, batch(&net, &contiguous));
+    }
+
+    #[test]
+    fn point_path_equals_batch() {
+        let mut r = rng(5);
+        for hidden in HIDDEN {
+            for act in ACTIVATIONS {
+                let mut net: Mlp<f64> = Mlp::new(4, hidden, 6, act, &mut r);
+                randomise(&mut net, &mut r);
+                let x = random_input(20, 4, &mut r);
+                let out = batch(&net, &x);
+                let mut scratch = vec![f64::NAN; net.point_scratch()];
+                for i in 0..x.nrows() {
+                    let input = |j: usize| x[[i, j]];
+                    let h = net.hidden_point(input, &mut scratch);
+                    for k in 0..6 {
+                        let v = if hidden.is_empty() {
+                            net.output_unit_with(input, k)
+                        } else {
+                            net.output_unit(h, k)
+                        };
+                        assert!(close(v, out[[i, k]], 1e-12), "{hidden:?} {act:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn point_scratch_depends_only_on_hidden_widths() {
+        let mut r = rng(6);
+        for inputs in [1, 3, 50] {
+            for outputs in [1, 7, 100] {
+                let net: Mlp<f64> =
+                    Mlp::new(inputs, &[5, 11, 3, 8], outputs, Activation::Elu, &mut r);
+                // Even layers: 5, 3 → 5; odd layers: 11, 8 → 11.
+                assert_eq!(net.point_scratch(), 16);
+                assert_eq!(net.max_hidden(), 11);
+            }
+        }
+    }
+
+    #[test]
+    fn activation_values() {
+        let cases: [(f64, [f64; 4]); 5] = [
+            // x, [relu, tanh, elu, silu]
+            (0.0, [0.0, 0.0, 0.0, 0.0]),
+            (
+                1.5,
+                [1.5, 1.5f64.tanh(), 1.5, 1.5 / (1.0 + (-1.5f64).exp())],
+            ),
+            (
+                -0.7,
+                [
+                    0.0,
+                    (-0.7f64).tanh(),
+                    (-0.7f64).exp() - 1.0,
+                    -0.7 / (1.0 + 0.7f64.exp()),
+                ],
+            ),
+            (30.0, [30.0, 1.0, 30.0, 30.0 / (1.0 + (-30.0f64).exp())]),
+            (-800.0, [0.0, -1.0, -1.0, 0.0]),
+        ];
+        for (x, expected) in cases {
+            for (act, e) in ACTIVATIONS.into_iter().zip(expected) {
+                let v = act.apply(x);
+                assert!(close(v, e, 1e-14), "{act:?}({x}) = {v}, expected {e}");
+                assert!(
+                    close(act.apply(x as f32) as f64, e, 1e-6),
+                    "{act:?}({x}) in f32"
+                );
+            }
+        }
+        // Large inputs stay finite (stable sigmoid inside silu).
+        for act in ACTIVATIONS {
+            for x in [-1e308f64, -1e4, 1e4, 1e308] {
+                assert!(
+                    act.apply(x).is_finite() && act.derivative(x).is_finite(),
+                    "{act:?} {x}"
+                );
+                let x32 = x.clamp(-3e38, 3e38) as f32;
+                assert!(
+                    act.apply(x32).is_finite() && act.derivative(x32).is_finite(),
+                    "{act:?} {x32}"
+                );
+            }
+            assert!(act.apply(f64::NAN).is_nan(), "{act:?} must propagate NaN");
+        }
+    }
+
+    #[test]
+    fn activation_derivatives_match_finite_differences() {
+        let h = 1e-6;
+        for act in ACTIVATIONS {
+            for i in 0..81 {
+                let x = -8.0 + 0.2 * i as f64 + 0.0137; // avoids the kinks at 0
+                let fd = (act.apply(x + h) - act.apply(x - h)) / (2.0 * h);
+                let d = act.derivative(x);
+                assert!(close(d, fd, 1e-7), "{act:?}'({x}) = {d}, fd {fd}");
+                assert!(
+                    close(act.derivative(x as f32) as f64, d, 1e-5),
+                    "{act:?}'({x}) in f32"
+                );
+            }
+        }
+        assert_eq!(Activation::Relu.derivative(0.0), 0.0);
+        assert_eq!(Activation::Elu.derivative(0.0), 1.0);
+        assert_eq!(Activation::Silu.derivative(0.0), 0.5);
+        assert_eq!(Activation::Tanh.derivative(0.0), 1.0);
+    }
+}

@@ -1,13 +1,13 @@
 //! Coupling layers (RealNVP, NICE): the kept coordinates pass through unchanged and feed a
 //! conditioner MLP whose outputs transform the others.
 
-use ndarray::{ArrayViewMut1, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use rand::Rng;
 
 use crate::float::Float;
 use crate::layers::Layer;
-use crate::nets::Mlp;
 pub use crate::nets::Activation;
+use crate::nets::Mlp;
 use crate::workspace::Workspace;
 
 /// Which coordinates a coupling keeps (passes through and conditions on).
@@ -51,6 +51,13 @@ pub enum CouplingTransform {
 }
 
 /// A coupling layer.
+///
+/// The kept coordinates pass through unchanged and are the conditioner's input (in
+/// increasing index order); the transformed ones (also in increasing order) become
+/// `y_i = x_i·exp(s_i) + t_i` (affine, log-det `Σ s_i`) or `y_i = x_i + t_i` (additive,
+/// log-det 0). The conditioner's outputs `0..m` are the shifts `t_i`, and for the affine
+/// transform outputs `m..2m` are the raw log-scales, bounded as
+/// `s_i = C·tanh(raw_i/C)` with `C =` [`LOG_SCALE_BOUND`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Coupling<F> {
     kept: Vec<usize>,
@@ -58,6 +65,29 @@ pub struct Coupling<F> {
     transform: CouplingTransform,
     /// The conditioner: kept coordinates → (shift, raw log-scale) of the transformed ones.
     pub net: Mlp<F>,
+}
+
+/// The bound `C` of the affine log-scale: `s = C·tanh(raw/C)`, so `|s| < C` and one bad
+/// step cannot overflow `exp(s)`.
+pub const LOG_SCALE_BOUND: f64 = 5.0;
+
+/// The bounded log-scale `C·tanh(raw/C)` of a raw conditioner output.
+#[inline(always)]
+fn bounded_log_scale<F: Float>(raw: F) -> F {
+    let c = F::of(LOG_SCALE_BOUND);
+    c * (raw / c).tanh()
+}
+
+/// One affine step on a transformed coordinate: `(new value, log-det)` from the shift `t`
+/// and the raw log-scale.
+#[inline(always)]
+fn affine_step<F: Float>(inverse: bool, v: F, t: F, raw: F) -> (F, F) {
+    let s = bounded_log_scale(raw);
+    if inverse {
+        ((v - t) * (-s).exp(), -s)
+    } else {
+        (v * s.exp() + t, s)
+    }
 }
 
 impl<F: Float> Coupling<F> {
@@ -71,7 +101,190 @@ impl<F: Float> Coupling<F> {
         activation: Activation,
         rng: &mut R,
     ) -> Self {
-        todo!()
+        if let Mask::Explicit(m) = mask {
+            assert_eq!(
+                m.len(),
+                dim,
+                "coupling: the explicit mask has length {} but dim = {dim}",
+                m.len()
+            );
+        }
+        let is_kept = mask.kept(dim);
+        let kept: Vec<usize> = (0..dim).filter(|&j| is_kept[j]).collect();
+        let transformed: Vec<usize> = (0..dim).filter(|&j| !is_kept[j]).collect();
+        assert!(
+            !kept.is_empty(),
+            "coupling: mask {mask:?} on dim = {dim} keeps no coordinate, so the conditioner \
+             has no input; use a mask that keeps at least one coordinate"
+        );
+        assert!(
+            !transformed.is_empty(),
+            "coupling: mask {mask:?} on dim = {dim} transforms no coordinate, so the layer \
+             is the identity; use a mask that leaves at least one coordinate to transform"
+        );
+        let m = transformed.len();
+        let n_out = match transform {
+            CouplingTransform::Affine => 2 * m,
+            CouplingTransform::Additive => m,
+        };
+        let net = Mlp::new(kept.len(), hidden, n_out, activation, rng);
+        Self {
+            kept,
+            transformed,
+            transform,
+            net,
+        }
+    }
+
+    /// The kept coordinates (passed through, the conditioner's input), increasing.
+    pub fn kept(&self) -> &[usize] {
+        &self.kept
+    }
+
+    /// The transformed coordinates, increasing.
+    pub fn transformed(&self) -> &[usize] {
+        &self.transformed
+    }
+
+    /// Affine or additive.
+    pub fn transform(&self) -> CouplingTransform {
+        self.transform
+    }
+
+    /// The number of coordinates.
+    pub fn dim(&self) -> usize {
+        self.kept.len() + self.transformed.len()
+    }
+
+    /// The batch kernel of both directions: gathers the kept columns into workspace
+    /// buffer 0, runs the conditioner (hidden scratch in buffers 1 and 2, outputs in
+    /// buffer 3), then updates the transformed columns row by row.
+    fn block(
+        &self,
+        mut x: ArrayViewMut2<'_, F>,
+        mut log_det: ArrayViewMut1<'_, F>,
+        ws: &mut Workspace<F>,
+        inverse: bool,
+    ) {
+        let rows = x.nrows();
+        assert_eq!(
+            x.ncols(),
+            self.dim(),
+            "coupling: block has the wrong number of columns"
+        );
+        assert_eq!(
+            log_det.len(),
+            rows,
+            "coupling: log_det has the wrong length"
+        );
+        if rows == 0 {
+            return;
+        }
+        let k = self.kept.len();
+        let m = self.transformed.len();
+        let n_out = self.net.outputs();
+        let [cond, hidden_a, hidden_b, out] = ws.slices([
+            rows * k,
+            rows * self.net.max_hidden(),
+            self.net.hidden_b_len(rows),
+            rows * n_out,
+        ]);
+
+        for (row, dst) in x.axis_iter(Axis(0)).zip(cond.chunks_exact_mut(k)) {
+            for (d, &c) in dst.iter_mut().zip(&self.kept) {
+                *d = row[c];
+            }
+        }
+        let input = ArrayView2::from_shape((rows, k), &*cond).expect("workspace buffer 0");
+        let outputs =
+            ArrayViewMut2::from_shape((rows, n_out), &mut *out).expect("workspace buffer 3");
+        self.net.forward_block(input, outputs, hidden_a, hidden_b);
+
+        let rows_iter = x
+            .axis_iter_mut(Axis(0))
+            .zip(log_det.iter_mut())
+            .zip(out.chunks_exact(n_out));
+        match self.transform {
+            CouplingTransform::Additive => {
+                for ((mut row, _), t) in rows_iter {
+                    for (&c, &t) in self.transformed.iter().zip(t) {
+                        if inverse {
+                            row[c] -= t;
+                        } else {
+                            row[c] += t;
+                        }
+                    }
+                }
+            }
+            CouplingTransform::Affine => {
+                for ((mut row, ld), o) in rows_iter {
+                    let (shift, raw) = o.split_at(m);
+                    let mut acc = F::zero();
+                    for ((&c, &t), &r) in self.transformed.iter().zip(shift).zip(raw) {
+                        let (v, l) = affine_step(inverse, row[c], t, r);
+                        row[c] = v;
+                        acc += l;
+                    }
+                    *ld += acc;
+                }
+            }
+        }
+    }
+
+    /// The point kernel of both directions, without the heap.
+    fn point(&self, x: &mut [F], scratch: &mut [F], inverse: bool) -> F {
+        assert_eq!(
+            x.len(),
+            self.dim(),
+            "coupling: point has the wrong dimension"
+        );
+        assert!(
+            scratch.len() >= self.net.point_scratch(),
+            "coupling: point scratch of {} elements, {} needed",
+            scratch.len(),
+            self.net.point_scratch()
+        );
+        let kept = &self.kept;
+        let hidden = self.net.hidden_point(|j| x[kept[j]], scratch);
+        if self.net.layers.len() == 1 {
+            // No hidden layer: the outputs read the kept coordinates (never modified).
+            self.update_point(x, inverse, |x, k| {
+                self.net.output_unit_with(|j| x[kept[j]], k)
+            })
+        } else {
+            self.update_point(x, inverse, |_, k| self.net.output_unit(hidden, k))
+        }
+    }
+
+    /// Updates the transformed coordinates of `x` from the conditioner's output units
+    /// `out(x, k)`; returns the log-det.
+    #[inline(always)]
+    fn update_point(&self, x: &mut [F], inverse: bool, out: impl Fn(&[F], usize) -> F) -> F {
+        let m = self.transformed.len();
+        match self.transform {
+            CouplingTransform::Additive => {
+                for (i, &c) in self.transformed.iter().enumerate() {
+                    let t = out(x, i);
+                    if inverse {
+                        x[c] -= t;
+                    } else {
+                        x[c] += t;
+                    }
+                }
+                F::zero()
+            }
+            CouplingTransform::Affine => {
+                let mut acc = F::zero();
+                for (i, &c) in self.transformed.iter().enumerate() {
+                    let t = out(x, i);
+                    let raw = out(x, m + i);
+                    let (v, l) = affine_step(inverse, x[c], t, raw);
+                    x[c] = v;
+                    acc += l;
+                }
+                acc
+            }
+        }
     }
 }
 
@@ -79,19 +292,606 @@ impl<F: Float> Layer<F> for Coupling<F> {
     fn kind(&self) -> &'static str {
         "coupling"
     }
-    fn forward_block(&self, x: ArrayViewMut2<'_, F>, log_det: ArrayViewMut1<'_, F>, ws: &mut Workspace<F>) {
-        todo!()
+    fn forward_block(
+        &self,
+        x: ArrayViewMut2<'_, F>,
+        log_det: ArrayViewMut1<'_, F>,
+        ws: &mut Workspace<F>,
+    ) {
+        self.block(x, log_det, ws, false);
     }
-    fn inverse_block(&self, y: ArrayViewMut2<'_, F>, log_det: ArrayViewMut1<'_, F>, ws: &mut Workspace<F>) {
-        todo!()
+    fn inverse_block(
+        &self,
+        y: ArrayViewMut2<'_, F>,
+        log_det: ArrayViewMut1<'_, F>,
+        ws: &mut Workspace<F>,
+    ) {
+        self.block(y, log_det, ws, true);
     }
     fn forward_point(&self, x: &mut [F], scratch: &mut [F]) -> F {
-        todo!()
+        self.point(x, scratch, false)
     }
     fn inverse_point(&self, y: &mut [F], scratch: &mut [F]) -> F {
-        todo!()
+        self.point(y, scratch, true)
     }
+    /// The conditioner's [`Mlp::point_scratch`]: at most the sum of the two largest hidden
+    /// widths, independent of `dim`.
     fn point_scratch(&self) -> usize {
-        todo!()
+        self.net.point_scratch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::log_abs_det_fd;
+    use ndarray::{Array1, Array2, ShapeBuilder, s};
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    const ACTIVATIONS: [Activation; 4] = [
+        Activation::Relu,
+        Activation::Tanh,
+        Activation::Elu,
+        Activation::Silu,
+    ];
+    const TRANSFORMS: [CouplingTransform; 2] =
+        [CouplingTransform::Affine, CouplingTransform::Additive];
+    const HIDDEN: [&[usize]; 3] = [&[], &[8], &[8, 6, 5]];
+    const EXPLICIT_2: [bool; 2] = [false, true];
+    const EXPLICIT_5: [bool; 5] = [true, false, false, true, false];
+
+    fn rng(seed: u64) -> StdRng {
+        StdRng::seed_from_u64(seed)
+    }
+
+    fn masks(dim: usize) -> [Mask<'static>; 5] {
+        let explicit: &'static [bool] = if dim == 2 { &EXPLICIT_2 } else { &EXPLICIT_5 };
+        [
+            Mask::Even,
+            Mask::Odd,
+            Mask::FirstHalf,
+            Mask::SecondHalf,
+            Mask::Explicit(explicit),
+        ]
+    }
+
+    /// Every coupling configuration the tests sweep: dims, masks, transforms, activations
+    /// and hidden shapes.
+    fn configs() -> Vec<(
+        usize,
+        Mask<'static>,
+        CouplingTransform,
+        Activation,
+        &'static [usize],
+    )> {
+        let mut out = Vec::new();
+        for dim in [2, 5] {
+            for mask in masks(dim) {
+                for transform in TRANSFORMS {
+                    for activation in ACTIVATIONS {
+                        for hidden in HIDDEN {
+                            out.push((dim, mask, transform, activation, hidden));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Fills every weight and bias of the conditioner (the last layer included) with
+    /// random values of size ~0.5.
+    fn randomise(net: &mut Mlp<f64>, rng: &mut StdRng) {
+        for layer in &mut net.layers {
+            layer
+                .weight
+                .mapv_inplace(|_| 0.5 * f64::standard_normal(rng));
+            layer.bias.mapv_inplace(|_| 0.5 * f64::standard_normal(rng));
+        }
+    }
+
+    fn random_coupling(
+        (dim, mask, transform, activation, hidden): (
+            usize,
+            Mask<'static>,
+            CouplingTransform,
+            Activation,
+            &'static [usize],
+        ),
+        rng: &mut StdRng,
+    ) -> Coupling<f64> {
+        let mut c = Coupling::new(dim, mask, transform, hidden, activation, rng);
+        randomise(&mut c.net, rng);
+        c
+    }
+
+    fn random_rows(rows: usize, dim: usize, rng: &mut StdRng) -> Array2<f64> {
+        Array2::from_shape_simple_fn((rows, dim), || rng.random_range(-2.0..2.0))
+    }
+
+    fn forward(c: &Coupling<f64>, x: &Array2<f64>) -> (Array2<f64>, Array1<f64>) {
+        let mut y = x.clone();
+        let mut ld = Array1::zeros(x.nrows());
+        c.forward_block(y.view_mut(), ld.view_mut(), &mut Workspace::default());
+        (y, ld)
+    }
+
+    fn inverse(c: &Coupling<f64>, y: &Array2<f64>) -> (Array2<f64>, Array1<f64>) {
+        let mut x = y.clone();
+        let mut ld = Array1::zeros(y.nrows());
+        c.inverse_block(x.view_mut(), ld.view_mut(), &mut Workspace::default());
+        (x, ld)
+    }
+
+    fn point_forward(c: &Coupling<f64>, x: &[f64]) -> (Vec<f64>, f64) {
+        let mut y = x.to_vec();
+        let mut scratch = vec![f64::NAN; c.point_scratch()];
+        let ld = c.forward_point(&mut y, &mut scratch);
+        (y, ld)
+    }
+
+    fn point_inverse(c: &Coupling<f64>, y: &[f64]) -> (Vec<f64>, f64) {
+        let mut x = y.to_vec();
+        let mut scratch = vec![f64::NAN; c.point_scratch()];
+        let ld = c.inverse_point(&mut x, &mut scratch);
+        (x, ld)
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
+    }
+
+    #[test]
+    fn kept_and_transformed_follow_the_mask() {
+        let mut r = rng(0);
+        let cases: [(Mask<'_>, &[usize], &[usize]); 5] = [
+            (Mask::Even, &[0, 2, 4], &[1, 3]),
+            (Mask::Odd, &[1, 3], &[0, 2, 4]),
+            (Mask::FirstHalf, &[0, 1, 2], &[3, 4]),
+            (Mask::SecondHalf, &[3, 4], &[0, 1, 2]),
+            (Mask::Explicit(&EXPLICIT_5), &[0, 3], &[1, 2, 4]),
+        ];
+        for (mask, kept, transformed) in cases {
+            for transform in TRANSFORMS {
+                let c: Coupling<f64> =
+                    Coupling::new(5, mask, transform, &[4, 3], Activation::Relu, &mut r);
+                assert_eq!(c.kept(), kept);
+                assert_eq!(c.transformed(), transformed);
+                assert_eq!(c.transform(), transform);
+                assert_eq!(c.dim(), 5);
+                assert_eq!(c.net.inputs(), kept.len());
+                let per = if transform == CouplingTransform::Affine {
+                    2
+                } else {
+                    1
+                };
+                assert_eq!(c.net.outputs(), per * transformed.len());
+                assert_eq!(Layer::<f64>::kind(&c), "coupling");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "transforms no coordinate")]
+    fn rejects_a_mask_that_transforms_nothing() {
+        let _: Coupling<f64> = Coupling::new(
+            1,
+            Mask::Even,
+            CouplingTransform::Affine,
+            &[4],
+            Activation::Relu,
+            &mut rng(0),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "keeps no coordinate")]
+    fn rejects_a_mask_that_keeps_nothing() {
+        let mask = Mask::Explicit(&[false, false, false]);
+        let _: Coupling<f64> = Coupling::new(
+            3,
+            mask,
+            CouplingTransform::Additive,
+            &[4],
+            Activation::Relu,
+            &mut rng(0),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "explicit mask has length 2 but dim = 3")]
+    fn rejects_an_explicit_mask_of_the_wrong_length() {
+        let mask = Mask::Explicit(&[false, true]);
+        let _: Coupling<f64> = Coupling::new(
+            3,
+            mask,
+            CouplingTransform::Affine,
+            &[4],
+            Activation::Relu,
+            &mut rng(0),
+        );
+    }
+
+    #[test]
+    fn point_scratch_depends_only_on_hidden_sizes() {
+        let mut r = rng(1);
+        for dim in [2, 7, 64] {
+            let c: Coupling<f64> = Coupling::new(
+                dim,
+                Mask::Even,
+                CouplingTransform::Affine,
+                &[12, 30, 7],
+                Activation::Silu,
+                &mut r,
+            );
+            // Ping-pong halves: max(12, 7) + 30, within the sum of the two largest (42).
+            assert_eq!(c.point_scratch(), 42);
+            let lin: Coupling<f64> = Coupling::new(
+                dim,
+                Mask::Odd,
+                CouplingTransform::Affine,
+                &[],
+                Activation::Silu,
+                &mut r,
+            );
+            assert_eq!(lin.point_scratch(), 0);
+        }
+    }
+
+    #[test]
+    fn fresh_coupling_is_the_identity() {
+        let mut r = rng(2);
+        for config in configs() {
+            let (dim, mask, transform, activation, hidden) = config;
+            let c: Coupling<f64> = Coupling::new(dim, mask, transform, hidden, activation, &mut r);
+            let x = random_rows(33, dim, &mut r);
+            let (y, ld) = forward(&c, &x);
+            assert_eq!(y, x, "{config:?}");
+            assert!(ld.iter().all(|&l| l == 0.0), "{config:?}");
+            let (z, ld) = inverse(&c, &x);
+            assert_eq!(z, x, "{config:?}");
+            assert!(ld.iter().all(|&l| l == 0.0), "{config:?}");
+            let row = x.row(0).to_vec();
+            assert_eq!(point_forward(&c, &row), (row.clone(), 0.0), "{config:?}");
+            assert_eq!(point_inverse(&c, &row), (row.clone(), 0.0), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn round_trip_forward_then_inverse() {
+        let mut r = rng(3);
+        for config in configs() {
+            let c = random_coupling(config, &mut r);
+            let x = random_rows(40, config.0, &mut r);
+            let (y, _) = forward(&c, &x);
+            assert!(
+                y != x,
+                "{config:?}: a randomised coupling should move points"
+            );
+            let (back, _) = inverse(&c, &y);
+            for (a, b) in back.iter().zip(&x) {
+                assert!(close(*a, *b, 1e-10), "{config:?}: {a} vs {b}");
+            }
+            // And the other way round.
+            let (z, _) = inverse(&c, &x);
+            let (again, _) = forward(&c, &z);
+            for (a, b) in again.iter().zip(&x) {
+                assert!(close(*a, *b, 1e-10), "{config:?}: {a} vs {b}");
+            }
+            // Kept coordinates pass through bit for bit.
+            for &k in c.kept() {
+                assert_eq!(y.column(k), x.column(k), "{config:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_log_det_matches_finite_differences() {
+        let mut r = rng(4);
+        for config in configs() {
+            let c = random_coupling(config, &mut r);
+            let x = random_rows(6, config.0, &mut r);
+            let (_, ld) = forward(&c, &x);
+            for (row, &l) in x.rows().into_iter().zip(&ld) {
+                let fd = log_abs_det_fd(|p| point_forward(&c, p).0, row.as_slice().unwrap());
+                assert!(
+                    (l - fd).abs() < 1e-6 * fd.abs().max(1.0),
+                    "{config:?}: {l} vs fd {fd}"
+                );
+                if config.2 == CouplingTransform::Additive {
+                    assert_eq!(l, 0.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inverse_log_det_is_minus_forward_log_det_at_the_image() {
+        let mut r = rng(5);
+        for config in configs() {
+            let c = random_coupling(config, &mut r);
+            let x = random_rows(25, config.0, &mut r);
+            let (y, ld_forward) = forward(&c, &x);
+            let (_, ld_inverse) = inverse(&c, &y);
+            for (f, i) in ld_forward.iter().zip(&ld_inverse) {
+                assert_eq!(*i, -*f, "{config:?}");
+            }
+            // Also against finite differences of the inverse map.
+            let row = y.row(0).to_vec();
+            let fd = log_abs_det_fd(|p| point_inverse(&c, p).0, &row);
+            assert!(
+                (ld_inverse[0] - fd).abs() < 1e-6 * fd.abs().max(1.0),
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_dets_are_added_to_what_is_there() {
+        let mut r = rng(6);
+        let config = (
+            5,
+            Mask::Even,
+            CouplingTransform::Affine,
+            Activation::Tanh,
+            &[8][..],
+        );
+        let c = random_coupling(config, &mut r);
+        let x = random_rows(10, 5, &mut r);
+        let (_, ld) = forward(&c, &x);
+        let mut y = x.clone();
+        let mut acc = Array1::from_elem(10, 3.0);
+        c.forward_block(y.view_mut(), acc.view_mut(), &mut Workspace::default());
+        for (a, l) in acc.iter().zip(&ld) {
+            assert_eq!(*a, 3.0 + l);
+        }
+    }
+
+    #[test]
+    fn point_path_equals_batch_path() {
+        let mut r = rng(7);
+        for config in configs() {
+            let c = random_coupling(config, &mut r);
+            let x = random_rows(12, config.0, &mut r);
+            let (y, ld_f) = forward(&c, &x);
+            let (z, ld_i) = inverse(&c, &x);
+            for i in 0..x.nrows() {
+                let row = x.row(i).to_vec();
+                let (py, pl) = point_forward(&c, &row);
+                assert!(close(pl, ld_f[i], 1e-12), "{config:?}");
+                for (a, b) in py.iter().zip(y.row(i)) {
+                    assert!(close(*a, *b, 1e-12), "{config:?}: {a} vs {b}");
+                }
+                let (pz, pl) = point_inverse(&c, &row);
+                assert!(close(pl, ld_i[i], 1e-12), "{config:?}");
+                for (a, b) in pz.iter().zip(z.row(i)) {
+                    assert!(close(*a, *b, 1e-12), "{config:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_big_block_equals_blocks_of_256() {
+        let mut r = rng(8);
+        for transform in TRANSFORMS {
+            let config = (7, Mask::Odd, transform, Activation::Silu, &[16, 12][..]);
+            let c = random_coupling(config, &mut r);
+            let x = random_rows(1000, 7, &mut r);
+            for inverse in [false, true] {
+                let mut whole = x.clone();
+                let mut ld_whole = Array1::zeros(1000);
+                let mut pieces = x.clone();
+                let mut ld_pieces = Array1::zeros(1000);
+                let mut ws = Workspace::default();
+                if inverse {
+                    c.inverse_block(whole.view_mut(), ld_whole.view_mut(), &mut ws);
+                } else {
+                    c.forward_block(whole.view_mut(), ld_whole.view_mut(), &mut ws);
+                }
+                let mut ws = Workspace::default();
+                for start in (0..1000).step_by(256) {
+                    let end = (start + 256).min(1000);
+                    let block = pieces.slice_mut(s![start..end, ..]);
+                    let ld = ld_pieces.slice_mut(s![start..end]);
+                    if inverse {
+                        c.inverse_block(block, ld, &mut ws);
+                    } else {
+                        c.forward_block(block, ld, &mut ws);
+                    }
+                }
+                for (a, b) in whole
+                    .iter()
+                    .zip(&pieces)
+                    .chain(ld_whole.iter().zip(&ld_pieces))
+                {
+                    assert!(
+                        close(*a, *b, 1e-13),
+                        "{transform:?} inverse={inverse}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn works_on_a_non_contiguous_block() {
+        let mut r = rng(9);
+        let config = (
+            4,
+            Mask::FirstHalf,
+            CouplingTransform::Affine,
+            Activation::Elu,
+            &[6, 5][..],
+        );
+        let c = random_coupling(config, &mut r);
+        let x = random_rows(30, 4, &mut r);
+        let (y, ld) = forward(&c, &x);
+        // Column-major copy, and every other row of a taller array.
+        let mut fortran = Array2::zeros((30, 4).f());
+        fortran.assign(&x);
+        let mut ld_f = Array1::zeros(30);
+        c.forward_block(
+            fortran.view_mut(),
+            ld_f.view_mut(),
+            &mut Workspace::default(),
+        );
+        let mut tall = Array2::zeros((60, 4));
+        tall.slice_mut(s![..;2, ..]).assign(&x);
+        let mut ld_t = Array1::zeros(60);
+        c.forward_block(
+            tall.slice_mut(s![..;2, ..]),
+            ld_t.slice_mut(s![..;2]),
+            &mut Workspace::default(),
+        );
+        assert_eq!(fortran, y);
+        assert_eq!(ld_f, ld);
+        assert_eq!(tall.slice(s![..;2, ..]), y);
+        assert_eq!(ld_t.slice(s![..;2]), ld);
+    }
+
+    #[test]
+    fn workspace_does_not_grow_on_repeated_calls() {
+        let mut r = rng(10);
+        for hidden in HIDDEN {
+            let config = (
+                6,
+                Mask::Even,
+                CouplingTransform::Affine,
+                Activation::Relu,
+                hidden,
+            );
+            let c = random_coupling(config, &mut r);
+            let mut ws = Workspace::default();
+            let mut x = random_rows(256, 6, &mut r);
+            let mut ld = Array1::zeros(256);
+            c.forward_block(x.view_mut(), ld.view_mut(), &mut ws);
+            let capacity = ws.capacity();
+            assert!(capacity > 0);
+            c.forward_block(x.view_mut(), ld.view_mut(), &mut ws);
+            c.inverse_block(x.view_mut(), ld.view_mut(), &mut ws);
+            c.forward_block(x.slice_mut(s![..100, ..]), ld.slice_mut(s![..100]), &mut ws);
+            assert_eq!(ws.capacity(), capacity, "{hidden:?}");
+        }
+    }
+
+    #[test]
+    fn huge_raw_scales_stay_finite() {
+        let mut r = rng(11);
+        for activation in ACTIVATIONS {
+            let config = (
+                5,
+                Mask::Odd,
+                CouplingTransform::Affine,
+                activation,
+                &[8, 8][..],
+            );
+            let mut c = random_coupling(config, &mut r);
+            let m = c.transformed().len();
+            let last = c.net.layers.last_mut().unwrap();
+            for i in 0..m {
+                last.bias[m + i] = if i % 2 == 0 { 1e4 } else { -1e4 };
+            }
+            let x = random_rows(50, 5, &mut r);
+            let (y, ld) = forward(&c, &x);
+            assert!(y.iter().all(|v| v.is_finite()), "{activation:?}");
+            assert!(
+                ld.iter()
+                    .all(|l| l.is_finite() && l.abs() <= m as f64 * LOG_SCALE_BOUND)
+            );
+            let (z, ld_inv) = inverse(&c, &x);
+            assert!(z.iter().all(|v| v.is_finite()), "{activation:?}");
+            assert!(ld_inv.iter().all(|l| l.is_finite()));
+            let (back, _) = inverse(&c, &y);
+            for (a, b) in back.iter().zip(&x) {
+                assert!(close(*a, *b, 1e-9), "{activation:?}: {a} vs {b}");
+            }
+            let row = x.row(0).to_vec();
+            let (py, pl) = point_forward(&c, &row);
+            assert!(py.iter().all(|v| v.is_finite()) && pl.is_finite());
+        }
+        assert!((bounded_log_scale(1e300f64) - LOG_SCALE_BOUND).abs() < 1e-12);
+        assert!((bounded_log_scale(-1e30f32) + LOG_SCALE_BOUND as f32).abs() < 1e-6);
+        assert!((bounded_log_scale(1e-3f64) - 1e-3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nan_stays_in_its_row() {
+        let mut r = rng(12);
+        for config in [
+            (
+                4,
+                Mask::Even,
+                CouplingTransform::Affine,
+                Activation::Relu,
+                &[8][..],
+            ),
+            (
+                4,
+                Mask::Odd,
+                CouplingTransform::Additive,
+                Activation::Tanh,
+                &[8, 4][..],
+            ),
+        ] {
+            let c = random_coupling(config, &mut r);
+            let x = random_rows(20, 4, &mut r);
+            let mut bad = x.clone();
+            bad[[7, c.kept()[0]]] = f64::NAN;
+            bad[[11, c.transformed()[0]]] = f64::NAN;
+            let (y, ld) = forward(&c, &x);
+            let (y_bad, ld_bad) = forward(&c, &bad);
+            for i in 0..20 {
+                if i == 7 || i == 11 {
+                    assert!(y_bad.row(i).iter().any(|v| v.is_nan()));
+                } else {
+                    assert_eq!(y_bad.row(i), y.row(i), "{config:?} row {i}");
+                    assert_eq!(ld_bad[i], ld[i]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn works_in_f32() {
+        let mut r = rng(13);
+        let mut c: Coupling<f32> = Coupling::new(
+            5,
+            Mask::Even,
+            CouplingTransform::Affine,
+            &[8, 8],
+            Activation::Silu,
+            &mut r,
+        );
+        for layer in &mut c.net.layers {
+            layer
+                .weight
+                .mapv_inplace(|_| 0.5 * f32::standard_normal(&mut r));
+            layer
+                .bias
+                .mapv_inplace(|_| 0.5 * f32::standard_normal(&mut r));
+        }
+        let x = Array2::from_shape_simple_fn((64, 5), || r.random_range(-2.0f32..2.0));
+        let mut y = x.clone();
+        let mut ld = Array1::zeros(64);
+        let mut ws = Workspace::default();
+        c.forward_block(y.view_mut(), ld.view_mut(), &mut ws);
+        let mut back = y.clone();
+        let mut ld_back = Array1::zeros(64);
+        c.inverse_block(back.view_mut(), ld_back.view_mut(), &mut ws);
+        for (a, b) in back.iter().zip(&x) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        for (f, i) in ld.iter().zip(&ld_back) {
+            assert_eq!(*i, -*f);
+        }
+        let mut scratch = [0f32; 16];
+        let mut p: Vec<f32> = x.row(3).to_vec();
+        let pl = c.forward_point(&mut p, &mut scratch);
+        assert!((pl - ld[3]).abs() < 1e-4);
+        for (a, b) in p.iter().zip(y.row(3)) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+        }
     }
 }

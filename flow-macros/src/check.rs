@@ -1,0 +1,415 @@
+//! The rules a flow must satisfy (DESIGN.md §4): every layer a bijection, dimensions that
+//! fit, and supports that flow from the base through the chain into each layer's domain.
+//! All violations are collected, each spanned on its token, stating the rule and the fix.
+//! Rules that depend on a const generic `dim` are returned as [`DimRule`]s, which the
+//! generated code enforces as `const` assertions when the dimension becomes known.
+
+use std::collections::BTreeSet;
+
+use proc_macro2::Span;
+use syn::Error;
+
+use crate::ir::{Base, CouplingSpec, Dim, Flow, Layer, LayerKind, MaskSpec, PermuteSpec, Support};
+
+/// What checking learned about a valid flow.
+#[derive(Debug)]
+pub struct Checked {
+    /// The support of each coordinate of the data.
+    pub final_support: FinalSupport,
+    /// Dimension rules to assert at compile time once a generic `dim` is known.
+    pub dim_rules: Vec<DimRule>,
+}
+
+/// The data's support: per coordinate when `dim` is a literal, else one bound for all.
+#[derive(Debug, PartialEq)]
+pub enum FinalSupport {
+    PerCoordinate(Vec<Support>),
+    AllCoordinates(Support),
+}
+
+/// A rule on a generic dimension `D`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DimRule {
+    AtLeast(u64, String),
+    Equals(u64, String),
+}
+
+/// Checks a lowered flow. `complete` is false when lowering dropped layers; the chain-wide
+/// support rule is then skipped so that no follow-on error is reported.
+pub fn check(flow: &Flow, complete: bool) -> Result<Checked, Vec<Error>> {
+    let mut errors = Vec::new();
+    let mut dim_rules = Vec::new();
+    let known = flow.dim.known();
+    if let Dim::Literal { value: 0, span } = flow.dim {
+        errors.push(Error::new(
+            span,
+            "`dim = 0`: a flow needs at least one coordinate; use `dim = 1` or more",
+        ));
+    }
+    if matches!(flow.dim, Dim::Generic(_)) {
+        dim_rules.push(DimRule::AtLeast(1, "flow!: dim must be at least 1".into()));
+    }
+    for layer in &flow.layers {
+        check_layer(layer, known.filter(|&d| d > 0), &mut errors, &mut dim_rules);
+    }
+    let final_support = if complete && errors.is_empty() {
+        track_supports(flow, &mut errors)
+    } else {
+        None
+    };
+    match final_support {
+        Some(final_support) if errors.is_empty() => Ok(Checked {
+            final_support,
+            dim_rules,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The rules local to one layer: bijectivity of its options and dimension fit.
+fn check_layer(
+    layer: &Layer,
+    dim: Option<usize>,
+    errors: &mut Vec<Error>,
+    dim_rules: &mut Vec<DimRule>,
+) {
+    match &layer.kind {
+        LayerKind::LeakyRelu { slope } if !(slope.value > 0.0) => errors.push(Error::new(
+            slope.span,
+            format!(
+                "`leaky_relu(slope = {})` is not a bijection: a slope ≤ 0 folds or flattens the negative side; use a positive slope such as `slope = 0.01`",
+                slope.value
+            ),
+        )),
+        LayerKind::Scale(Some(c)) if c.value == 0.0 => errors.push(Error::new(
+            c.span,
+            "`scale(0.0)` is not a bijection: it sends every value to 0; use a non-zero factor, or a learnable `scale`",
+        )),
+        LayerKind::Permute(PermuteSpec::Explicit { perm, span }) => check_permutation(perm, *span, dim, errors, dim_rules),
+        LayerKind::Coupling(spec) => check_coupling(spec, layer.span, dim, errors, dim_rules),
+        _ => {}
+    }
+}
+
+fn check_permutation(
+    perm: &[u64],
+    span: Span,
+    dim: Option<usize>,
+    errors: &mut Vec<Error>,
+    dim_rules: &mut Vec<DimRule>,
+) {
+    let n = perm.len() as u64;
+    let mut seen = vec![false; perm.len()];
+    let not_a_permutation = perm.iter().any(|&p| {
+        let fresh = p < n && !seen[p as usize];
+        if fresh {
+            seen[p as usize] = true;
+        }
+        !fresh
+    });
+    if not_a_permutation {
+        errors.push(Error::new(
+            span,
+            format!("`permute({perm:?})` is not a permutation: it must list each index 0..{n} exactly once, e.g. `permute({:?})`", (0..n).rev().collect::<Vec<_>>()),
+        ));
+        return;
+    }
+    match dim {
+        Some(d) if perm.len() != d => errors.push(Error::new(
+            span,
+            format!("this permutation has {} entries but the flow has dim = {d}; list each of the {d} indices once", perm.len()),
+        )),
+        Some(_) => {}
+        None => dim_rules.push(DimRule::Equals(n, format!("flow!: permute([..]) lists {n} indices, so dim must be {n}"))),
+    }
+}
+
+fn check_coupling(
+    spec: &CouplingSpec,
+    span: Span,
+    dim: Option<usize>,
+    errors: &mut Vec<Error>,
+    dim_rules: &mut Vec<DimRule>,
+) {
+    for &(h, hspan) in &spec.hidden {
+        if h == 0 {
+            errors.push(Error::new(
+                hspan,
+                "a hidden layer needs at least 1 unit; use a width like 64",
+            ));
+        }
+    }
+    match &spec.mask {
+        MaskSpec::Explicit {
+            kept,
+            span: mask_span,
+        } => {
+            if !kept.contains(&true) || !kept.contains(&false) {
+                errors.push(Error::new(
+                    *mask_span,
+                    "a coupling must keep at least one coordinate (1) and transform at least one (0); this mask does not, e.g. use `[1, 0]`",
+                ));
+            } else if let Some(d) = dim {
+                if kept.len() != d {
+                    errors.push(Error::new(
+                        *mask_span,
+                        format!("this mask has {} entries but the flow has dim = {d}; give one 0 or 1 per coordinate", kept.len()),
+                    ));
+                }
+            } else {
+                let n = kept.len() as u64;
+                dim_rules.push(DimRule::Equals(
+                    n,
+                    format!("flow!: coupling mask has {n} entries, so dim must be {n}"),
+                ));
+            }
+        }
+        named => match dim {
+            Some(d) => {
+                let kept = named.kept(d);
+                if !kept.contains(&true) || !kept.contains(&false) {
+                    errors.push(Error::new(
+                        span,
+                        format!("a coupling needs at least one kept and one transformed coordinate, but dim = {d} leaves one side empty; use dim ≥ 2, or an elementwise layer such as `affine` for dim = 1"),
+                    ));
+                }
+            }
+            None => dim_rules.push(DimRule::AtLeast(
+                2,
+                "flow!: a coupling needs dim >= 2 (one kept and one transformed coordinate)".into(),
+            )),
+        },
+    }
+}
+
+/// The supports of the coordinates at one point of the chain, each with the name of the
+/// layer (or base) that produced it, for messages.
+enum Coordinates {
+    Known(Vec<(Support, &'static str)>),
+    /// For a generic `dim`: the set of supports some coordinate may have.
+    Generic(BTreeSet<(SupportKey, &'static str)>),
+}
+
+type SupportKey = u8;
+
+fn key(s: Support) -> SupportKey {
+    s as u8
+}
+
+fn unkey(k: SupportKey) -> Support {
+    [
+        Support::Real,
+        Support::UnitInterval,
+        Support::Symmetric,
+        Support::Positive,
+    ][k as usize]
+}
+
+fn track_supports(flow: &Flow, errors: &mut Vec<Error>) -> Option<FinalSupport> {
+    let (start, origin) = match flow.base {
+        Base::Normal => (Support::Real, "the normal base"),
+        Base::Uniform => (Support::UnitInterval, "the uniform base"),
+    };
+    let mut coords = match flow.dim.known() {
+        Some(d) => Coordinates::Known(vec![(start, origin); d]),
+        None => Coordinates::Generic([(key(start), origin)].into()),
+    };
+    for layer in &flow.layers {
+        coords = step(coords, layer, errors)?;
+    }
+    Some(match coords {
+        Coordinates::Known(c) => {
+            FinalSupport::PerCoordinate(c.into_iter().map(|(s, _)| s).collect())
+        }
+        Coordinates::Generic(set) => FinalSupport::AllCoordinates(
+            set.iter()
+                .map(|&(k, _)| unkey(k))
+                .reduce(Support::join)
+                .unwrap_or(Support::Real),
+        ),
+    })
+}
+
+/// One layer's effect on the supports; an error (and `None`) if its domain is violated.
+fn step(coords: Coordinates, layer: &Layer, errors: &mut Vec<Error>) -> Option<Coordinates> {
+    let name = layer.kind.name();
+    match (coords, &layer.kind) {
+        (Coordinates::Known(c), LayerKind::Permute(spec)) => {
+            let perm = match spec {
+                PermuteSpec::Reverse => (0..c.len()).rev().collect(),
+                PermuteSpec::Seed(seed) => crate::ir::seeded_permutation(c.len(), *seed),
+                PermuteSpec::Explicit { perm, .. } => {
+                    perm.iter().map(|&p| p as usize).collect::<Vec<_>>()
+                }
+            };
+            Some(Coordinates::Known(perm.iter().map(|&p| c[p]).collect()))
+        }
+        (Coordinates::Known(c), LayerKind::Coupling(spec)) => {
+            let kept = spec.mask.kept(c.len());
+            Some(Coordinates::Known(
+                c.into_iter()
+                    .zip(kept)
+                    .map(|(s, k)| if k { s } else { (Support::Real, name) })
+                    .collect(),
+            ))
+        }
+        (Coordinates::Generic(set), LayerKind::Permute(_)) => Some(Coordinates::Generic(set)),
+        (Coordinates::Generic(mut set), LayerKind::Coupling(_)) => {
+            set.insert((key(Support::Real), name));
+            Some(Coordinates::Generic(set))
+        }
+        (Coordinates::Known(c), kind) => {
+            let bad: Vec<usize> = (0..c.len())
+                .filter(|&j| !c[j].0.within(kind.domain()))
+                .collect();
+            if let Some(&first) = bad.first() {
+                let which = if bad.len() == c.len() {
+                    "every coordinate".to_string()
+                } else {
+                    format!("coordinates {bad:?}")
+                };
+                errors.push(domain_error(layer, &which, c[first]));
+                return None;
+            }
+            Some(Coordinates::Known(
+                c.into_iter().map(|(s, _)| (kind.image(s), name)).collect(),
+            ))
+        }
+        (Coordinates::Generic(set), kind) => {
+            if let Some(&(k, origin)) = set.iter().find(|(k, _)| !unkey(*k).within(kind.domain())) {
+                errors.push(domain_error(layer, "some coordinates", (unkey(k), origin)));
+                return None;
+            }
+            Some(Coordinates::Generic(
+                set.into_iter()
+                    .map(|(k, _)| (key(kind.image(unkey(k))), name))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+fn domain_error(layer: &Layer, which: &str, (found, origin): (Support, &'static str)) -> Error {
+    let name = layer.kind.name();
+    let domain = layer.kind.domain();
+    let fix = match domain {
+        Support::UnitInterval => "`sigmoid`",
+        Support::Symmetric => "`tanh`",
+        Support::Positive => "`softplus` or `exp`",
+        Support::Real => "a layer onto ℝ",
+    };
+    let origin = if origin.starts_with("the ") {
+        origin.to_string()
+    } else {
+        format!("`{origin}`")
+    };
+    Error::new(
+        layer.span,
+        format!(
+            "`{name}` needs its input in {}, but {which} can lie anywhere in {} here (coming from {origin}); put a layer that maps into {} before it, such as {fix}",
+            domain.describe(),
+            found.describe(),
+            domain.describe()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lower::lower;
+    use crate::parse::parse;
+    use quote::quote;
+
+    fn run(tokens: proc_macro2::TokenStream) -> Result<Checked, Vec<String>> {
+        let lowered = lower(&parse(tokens).unwrap());
+        assert!(lowered.errors.is_empty(), "lowering: {:?}", lowered.errors);
+        check(&lowered.flow.unwrap(), lowered.complete)
+            .map_err(|e| e.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn supports_flow_through_the_chain() {
+        for ok in [
+            quote!(dim = 2; sigmoid; logit),
+            quote!(dim = 2; exp; log),
+            quote!(dim = 2; tanh; atanh),
+            quote!(dim = 2; sigmoid; atanh),
+            quote!(dim = 2; sigmoid; log),
+            quote!(dim = 2; exp; shift(1.0); log),
+            quote!(dim = 2; base = uniform; logit),
+            quote!(dim = 2; sigmoid; scale(0.5); logit),
+            quote!(dim = 3; sigmoid; permute(seed = 3); logit),
+        ] {
+            assert!(run(ok.clone()).is_ok(), "{ok}: {:?}", run(ok.clone()).err());
+        }
+        for bad in [
+            quote!(dim = 2; affine; logit),
+            quote!(dim = 2; tanh; logit),
+            quote!(dim = 2; softplus; logit),
+            quote!(dim = 2; exp; log; log),
+            quote!(dim = 2; sigmoid; coupling(mask = even); logit),
+            quote!(dim = 2; sigmoid; shift(-1.0); log),
+        ] {
+            assert!(run(bad.clone()).is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn the_support_message_says_rule_and_fix() {
+        let m = run(quote!(dim = 2; affine; logit)).unwrap_err();
+        assert_eq!(m.len(), 1);
+        assert!(m[0].contains("`logit` needs its input in (0, 1)"), "{m:?}");
+        assert!(m[0].contains("coming from `affine`"), "{m:?}");
+        assert!(m[0].contains("such as `sigmoid`"), "{m:?}");
+    }
+
+    #[test]
+    fn final_supports_per_coordinate() {
+        let c = run(quote!(dim = 3; coupling(mask = [1, 1, 0]); sigmoid; coupling(mask = even)))
+            .unwrap();
+        use Support::*;
+        assert_eq!(
+            c.final_support,
+            FinalSupport::PerCoordinate(vec![UnitInterval, Real, UnitInterval])
+        );
+    }
+
+    #[test]
+    fn bijection_and_dimension_rules_are_all_reported() {
+        let m = run(quote!(dim = 2; leaky_relu(slope = 0.0); scale(0.0); permute([0, 0]); coupling(mask = even, hidden = [0, 8]); permute([2, 0, 1]))).unwrap_err();
+        assert_eq!(m.len(), 5, "{m:?}");
+        assert!(m[0].contains("not a bijection"));
+        assert!(m[1].contains("`scale(0.0)`"));
+        assert!(m[2].contains("not a permutation"));
+        assert!(m[3].contains("at least 1 unit"));
+        assert!(m[4].contains("3 entries but the flow has dim = 2"));
+    }
+
+    #[test]
+    fn coupling_on_one_coordinate_fails() {
+        let m = run(quote!(dim = 1; coupling(mask = even))).unwrap_err();
+        assert!(m[0].contains("leaves one side empty"), "{m:?}");
+        let m = run(quote!(dim = 0; affine)).unwrap_err();
+        assert!(m[0].contains("`dim = 0`"), "{m:?}");
+    }
+
+    #[test]
+    fn generic_dims_become_const_rules() {
+        let c =
+            run(quote!(pub struct S<const D: usize> { dim = D; coupling(mask = [1, 0, 1]); tanh }))
+                .unwrap();
+        assert!(
+            c.dim_rules
+                .iter()
+                .any(|r| matches!(r, DimRule::Equals(3, _)))
+        );
+        assert_eq!(
+            c.final_support,
+            FinalSupport::AllCoordinates(Support::Symmetric)
+        );
+        let m = run(quote!(pub struct S<const D: usize> { dim = D; coupling(mask = even); logit }))
+            .unwrap_err();
+        assert!(m[0].contains("`logit` needs"), "{m:?}");
+    }
+}

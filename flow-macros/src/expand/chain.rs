@@ -1,0 +1,239 @@
+//! The chain's code: the fused block kernels behind `Flow` and `Density`, and the
+//! heap-free point API. Consecutive elementwise layers become one `map_rows` pass whose
+//! closure chains their scalar kernels, so their log-dets add up in registers.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::Ident;
+
+use super::{Names, runtime};
+use crate::ir::{Base, Dim, Flow};
+
+/// A step of the chain: a run of elementwise layers fused into one pass, or one layer.
+enum Step {
+    Fused(Vec<usize>),
+    Single(usize),
+}
+
+/// Groups consecutive elementwise layers.
+fn steps(flow: &Flow) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for (i, layer) in flow.layers.iter().enumerate() {
+        match steps.last_mut() {
+            Some(Step::Fused(run)) if layer.kind.is_elementwise() => run.push(i),
+            _ if layer.kind.is_elementwise() => steps.push(Step::Fused(vec![i])),
+            _ => steps.push(Step::Single(i)),
+        }
+    }
+    steps
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    Forward,
+    Inverse,
+}
+
+/// The closure `|j, v| (value, log-det)` chaining the kernels of a fused run.
+fn fused_kernel(run: &[usize], fields: &[Ident], direction: Direction) -> TokenStream {
+    let order: Vec<usize> = match direction {
+        Direction::Forward => run.to_vec(),
+        Direction::Inverse => run.iter().rev().copied().collect(),
+    };
+    let method = match direction {
+        Direction::Forward => quote!(forward),
+        Direction::Inverse => quote!(inverse),
+    };
+    let lds: Vec<Ident> = order.iter().map(|i| format_ident!("ld_{}", i)).collect();
+    let calls = order.iter().zip(&lds).map(|(&i, ld)| {
+        let field = &fields[i];
+        quote!(let (v, #ld) = self.#field.#method(j, v);)
+    });
+    quote!(|j, v| { #(#calls)* (v, #(#lds)+*) })
+}
+
+fn block_body(flow: &Flow, names: &Names, direction: Direction) -> TokenStream {
+    let rt = runtime();
+    let mut steps = steps(flow);
+    if direction == Direction::Inverse {
+        steps.reverse();
+    }
+    let method = match direction {
+        Direction::Forward => quote!(forward_block),
+        Direction::Inverse => quote!(inverse_block),
+    };
+    let calls = steps.iter().map(|step| match step {
+        Step::Fused(run) => {
+            let kernel = fused_kernel(run, &names.fields, direction);
+            quote!(#rt::layers::map_rows(x.view_mut(), log_det.view_mut(), #kernel);)
+        }
+        Step::Single(i) => {
+            let field = &names.fields[*i];
+            quote!(self.#field.#method(x.view_mut(), log_det.view_mut(), ws);)
+        }
+    });
+    quote!(#(#calls)*)
+}
+
+fn point_body(flow: &Flow, names: &Names, direction: Direction) -> TokenStream {
+    let rt = runtime();
+    let mut steps = steps(flow);
+    if direction == Direction::Inverse {
+        steps.reverse();
+    }
+    let method = match direction {
+        Direction::Forward => quote!(forward_point),
+        Direction::Inverse => quote!(inverse_point),
+    };
+    let calls = steps.iter().map(|step| match step {
+        Step::Fused(run) => {
+            let kernel = fused_kernel(run, &names.fields, direction);
+            quote!(log_det += #rt::layers::map_point(&mut x, #kernel);)
+        }
+        Step::Single(i) => {
+            let field = &names.fields[*i];
+            quote!(log_det += self.#field.#method(&mut x, &mut scratch);)
+        }
+    });
+    quote!(#(#calls)*)
+}
+
+fn base_type(flow: &Flow) -> TokenStream {
+    let rt = runtime();
+    match flow.base {
+        Base::Normal => quote!(#rt::StandardNormal),
+        Base::Uniform => quote!(#rt::StandardUniform),
+    }
+}
+
+fn generics(flow: &Flow) -> syn::Generics {
+    flow.header
+        .as_ref()
+        .map(|h| h.generics.clone())
+        .unwrap_or_default()
+}
+
+/// `impl Flow` and `impl Density`.
+pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
+    let rt = runtime();
+    let Names { ty, float, fields } = names;
+    let generics = generics(flow);
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let base = base_type(flow);
+    let forward = block_body(flow, names, Direction::Forward);
+    let inverse = block_body(flow, names, Direction::Inverse);
+    quote! {
+        impl #impl_generics #rt::Flow<#float> for #ty #ty_generics #where_clause {
+            type Base = #base;
+
+            fn dim(&self) -> usize {
+                Self::DIM
+            }
+
+            fn base(&self) -> &#base {
+                &#base
+            }
+
+            fn layers(&self) -> ::std::vec::Vec<&dyn #rt::Layer<#float>> {
+                ::std::vec![#(&self.#fields as &dyn #rt::Layer<#float>),*]
+            }
+
+            #[allow(unused_variables)]
+            fn forward_block(
+                &self,
+                mut x: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                mut log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                ws: &mut #rt::Workspace<#float>,
+            ) {
+                use #rt::{Elementwise as _, Layer as _};
+                #forward
+            }
+        }
+
+        impl #impl_generics #rt::Density<#float> for #ty #ty_generics #where_clause {
+            #[allow(unused_variables)]
+            fn inverse_block(
+                &self,
+                mut x: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                mut log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                ws: &mut #rt::Workspace<#float>,
+            ) {
+                use #rt::{Elementwise as _, Layer as _};
+                #inverse
+            }
+        }
+    }
+}
+
+/// The single-point API on `[F; D]` (no heap) and `rand`'s `Distribution<[F; D]>`.
+pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
+    let rt = runtime();
+    let Names { ty, float, .. } = names;
+    let generics = generics(flow);
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let dim = match &flow.dim {
+        Dim::Literal { value, .. } => {
+            let d = proc_macro2::Literal::u64_unsuffixed(*value);
+            quote!(#d)
+        }
+        Dim::Generic(ident) => quote!(#ident),
+    };
+    let point = quote!([#float; #dim]);
+    let scratch_len = flow
+        .layers
+        .iter()
+        .map(|l| l.kind.point_scratch())
+        .max()
+        .unwrap_or(0);
+    let scratch_len = proc_macro2::Literal::usize_unsuffixed(scratch_len);
+    let base = base_type(flow);
+    let forward = point_body(flow, names, Direction::Forward);
+    let inverse = point_body(flow, names, Direction::Inverse);
+    quote! {
+        impl #impl_generics #ty #ty_generics #where_clause {
+            /// Maps one base point to the data space: `(x, log|det ∂f/∂z|)`. No heap use.
+            #[allow(unused_mut, unused_variables)]
+            pub fn forward_point(&self, z: #point) -> (#point, #float) {
+                use #rt::{Elementwise as _, Layer as _};
+                let mut x = z;
+                let mut scratch: [#float; #scratch_len] = [0.0; #scratch_len];
+                let mut log_det: #float = 0.0;
+                #forward
+                (x, log_det)
+            }
+
+            /// Maps one data point to the base: `(z, log|det ∂f⁻¹/∂x|)`. No heap use.
+            #[allow(unused_mut, unused_variables)]
+            pub fn inverse_point(&self, x: #point) -> (#point, #float) {
+                use #rt::{Elementwise as _, Layer as _};
+                let mut x = x;
+                let mut scratch: [#float; #scratch_len] = [0.0; #scratch_len];
+                let mut log_det: #float = 0.0;
+                #inverse
+                (x, log_det)
+            }
+
+            /// `log p(x)` of one point: `-inf` outside the support, an error for
+            /// non-finite input. No heap use.
+            pub fn log_prob_point(&self, x: #point) -> ::core::result::Result<#float, #rt::FlowError> {
+                #rt::flow::check_point(&x)?;
+                let (z, log_det) = self.inverse_point(x);
+                let base = #rt::BaseDistribution::<#float>::log_prob_point(&#base, &z);
+                ::core::result::Result::Ok(#rt::flow::finite_or_minus_infinity(base + log_det))
+            }
+
+            /// One draw from the flow. No heap use.
+            pub fn sample_point<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point {
+                let mut z: #point = [0.0; #dim];
+                #rt::BaseDistribution::<#float>::sample_point(&#base, &mut z, rng);
+                self.forward_point(z).0
+            }
+        }
+
+        impl #impl_generics #rt::rand::distr::Distribution<#point> for #ty #ty_generics #where_clause {
+            fn sample<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point {
+                self.sample_point(rng)
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The one table of layer knowledge: for every layer kind, its DSL name and options, its
+//! domain and image, whether it is elementwise (fusable), and its runtime type and
+//! constructor. Adding a layer touches this file, `lower.rs` (reading its options), one
+//! runtime file, and their tests.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::ir::{
+    Activation, CouplingSpec, CouplingTransform, LayerKind, MaskSpec, PermuteSpec, Support,
+};
+
+/// What the DSL accepts for one layer name.
+pub struct LayerEntry {
+    pub name: &'static str,
+    /// Named options (`key = value`).
+    pub options: &'static [&'static str],
+    /// How many positional arguments it takes at most.
+    pub positional: usize,
+    /// How to write it, for messages.
+    pub usage: &'static str,
+}
+
+/// Every layer the DSL knows, plus `repeat`.
+pub const LAYERS: &[LayerEntry] = &[
+    LayerEntry {
+        name: "affine",
+        options: &[],
+        positional: 0,
+        usage: "affine",
+    },
+    LayerEntry {
+        name: "shift",
+        options: &[],
+        positional: 1,
+        usage: "shift or shift(1.5)",
+    },
+    LayerEntry {
+        name: "scale",
+        options: &[],
+        positional: 1,
+        usage: "scale or scale(2.0)",
+    },
+    LayerEntry {
+        name: "sigmoid",
+        options: &[],
+        positional: 0,
+        usage: "sigmoid",
+    },
+    LayerEntry {
+        name: "logit",
+        options: &[],
+        positional: 0,
+        usage: "logit",
+    },
+    LayerEntry {
+        name: "tanh",
+        options: &[],
+        positional: 0,
+        usage: "tanh",
+    },
+    LayerEntry {
+        name: "atanh",
+        options: &[],
+        positional: 0,
+        usage: "atanh",
+    },
+    LayerEntry {
+        name: "softplus",
+        options: &[],
+        positional: 0,
+        usage: "softplus",
+    },
+    LayerEntry {
+        name: "exp",
+        options: &[],
+        positional: 0,
+        usage: "exp",
+    },
+    LayerEntry {
+        name: "log",
+        options: &[],
+        positional: 0,
+        usage: "log",
+    },
+    LayerEntry {
+        name: "leaky_relu",
+        options: &["slope"],
+        positional: 0,
+        usage: "leaky_relu(slope = 0.01)",
+    },
+    LayerEntry {
+        name: "permute",
+        options: &["seed"],
+        positional: 1,
+        usage: "permute(reverse), permute(seed = 7) or permute([2, 0, 1])",
+    },
+    LayerEntry {
+        name: "coupling",
+        options: &["mask", "transform", "hidden", "activation"],
+        positional: 0,
+        usage: "coupling(mask = even, transform = affine, hidden = [64, 64], activation = relu)",
+    },
+    LayerEntry {
+        name: "repeat",
+        options: &[],
+        positional: 1,
+        usage: "repeat(4) { … }",
+    },
+];
+
+/// Names people reach for that are not bijections, with the reason and the fix.
+pub const NOT_BIJECTIONS: &[(&str, &str)] = &[
+    (
+        "relu",
+        "`relu` is not a bijection: it sends every negative value to 0, so the flow could not be \
+         inverted and has no density; use `leaky_relu(slope = 0.01)` or `softplus` \
+         (`relu` is fine as a coupling's `activation = relu`: conditioners need not be invertible)",
+    ),
+    (
+        "dropout",
+        "`dropout` is not a bijection: it zeroes coordinates at random, so the flow could not be \
+         inverted; remove it (regularise the conditioners instead, e.g. smaller `hidden`)",
+    ),
+    (
+        "abs",
+        "`abs` is not a bijection: x and −x map to the same value; use `softplus` or `exp` for a \
+         positive output",
+    ),
+];
+
+/// The header settings.
+pub const SETTINGS: &[&str] = &["dim", "base", "float"];
+
+/// The values of `base = …`.
+pub const BASES: &[&str] = &["normal", "uniform"];
+/// The values of `float = …`.
+pub const FLOATS: &[&str] = &["f32", "f64"];
+/// The named masks.
+pub const MASKS: &[&str] = &["even", "odd", "first_half", "second_half"];
+/// The coupling transforms.
+pub const TRANSFORMS: &[&str] = &["affine", "additive"];
+/// The conditioner activations.
+pub const ACTIVATIONS: &[&str] = &["relu", "tanh", "elu", "silu"];
+
+/// Looks up a layer name.
+pub fn entry(name: &str) -> Option<&'static LayerEntry> {
+    LAYERS.iter().find(|e| e.name == name)
+}
+
+/// All names a user may write at layer position (for "did you mean").
+pub fn layer_names() -> impl Iterator<Item = &'static str> {
+    LAYERS.iter().map(|e| e.name)
+}
+
+impl LayerKind {
+    /// The DSL name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LayerKind::Affine => "affine",
+            LayerKind::Shift(_) => "shift",
+            LayerKind::Scale(_) => "scale",
+            LayerKind::Sigmoid => "sigmoid",
+            LayerKind::Logit => "logit",
+            LayerKind::Tanh => "tanh",
+            LayerKind::Atanh => "atanh",
+            LayerKind::Softplus => "softplus",
+            LayerKind::Exp => "exp",
+            LayerKind::Log => "log",
+            LayerKind::LeakyRelu { .. } => "leaky_relu",
+            LayerKind::Permute(_) => "permute",
+            LayerKind::Coupling(_) => "coupling",
+        }
+    }
+
+    /// Whether the layer maps each coordinate on its own (and can be fused).
+    pub fn is_elementwise(&self) -> bool {
+        !matches!(self, LayerKind::Permute(_) | LayerKind::Coupling(_))
+    }
+
+    /// The set each coordinate it transforms must lie in.
+    pub fn domain(&self) -> Support {
+        match self {
+            LayerKind::Logit => Support::UnitInterval,
+            LayerKind::Atanh => Support::Symmetric,
+            LayerKind::Log => Support::Positive,
+            _ => Support::Real,
+        }
+    }
+
+    /// The support of a coordinate after an elementwise layer, given its support before.
+    /// Conservative: a set that is not one of the tracked ones widens to ℝ.
+    pub fn image(&self, input: Support) -> Support {
+        use Support::*;
+        match self {
+            LayerKind::Sigmoid => UnitInterval,
+            LayerKind::Tanh => Symmetric,
+            LayerKind::Softplus | LayerKind::Exp => Positive,
+            LayerKind::Logit | LayerKind::Atanh | LayerKind::Log | LayerKind::Affine => Real,
+            // A non-negative constant shift keeps (0, ∞).
+            LayerKind::Shift(Some(c)) if c.value >= 0.0 && input == Positive => Positive,
+            LayerKind::Shift(_) => Real,
+            // Positive scales keep (0, ∞); scales in (0, 1] keep (0, 1); |c| ≤ 1 keeps (−1, 1).
+            LayerKind::Scale(None) if input == Positive => Positive,
+            LayerKind::Scale(Some(c)) => match input {
+                Positive if c.value > 0.0 => Positive,
+                UnitInterval if c.value > 0.0 && c.value <= 1.0 => UnitInterval,
+                UnitInterval | Symmetric if c.value.abs() <= 1.0 => Symmetric,
+                _ => Real,
+            },
+            LayerKind::Scale(None) => Real,
+            // The identity on positive values.
+            LayerKind::LeakyRelu { .. } => input,
+            LayerKind::Permute(_) | LayerKind::Coupling(_) => Real,
+        }
+    }
+
+    /// The runtime type of the layer's field.
+    pub fn runtime_type(&self, rt: &TokenStream, float: &TokenStream) -> TokenStream {
+        let ty = match self {
+            LayerKind::Affine => quote!(Affine<#float>),
+            LayerKind::Shift(_) => quote!(Shift<#float>),
+            LayerKind::Scale(_) => quote!(Scale<#float>),
+            LayerKind::Sigmoid => quote!(Sigmoid),
+            LayerKind::Logit => quote!(Logit),
+            LayerKind::Tanh => quote!(Tanh),
+            LayerKind::Atanh => quote!(Atanh),
+            LayerKind::Softplus => quote!(Softplus),
+            LayerKind::Exp => quote!(Exp),
+            LayerKind::Log => quote!(Log),
+            LayerKind::LeakyRelu { .. } => quote!(LeakyRelu<#float>),
+            LayerKind::Permute(_) => quote!(Permute),
+            LayerKind::Coupling(_) => quote!(Coupling<#float>),
+        };
+        quote!(#rt::layers::#ty)
+    }
+
+    /// An expression building the layer at its starting parameters; `dim` is an expression
+    /// of type `usize` and `rng` a `&mut R` in scope.
+    pub fn constructor(&self, rt: &TokenStream, dim: &TokenStream) -> TokenStream {
+        let layers = quote!(#rt::layers);
+        match self {
+            LayerKind::Affine => quote!(#layers::Affine::identity(#dim)),
+            LayerKind::Shift(None) => quote!(#layers::Shift::learnable(#dim)),
+            LayerKind::Shift(Some(c)) => {
+                let c = c.value;
+                quote!(#layers::Shift::constant(#dim, #c))
+            }
+            LayerKind::Scale(None) => quote!(#layers::Scale::learnable(#dim)),
+            LayerKind::Scale(Some(c)) => {
+                let c = c.value;
+                quote!(#layers::Scale::constant(#dim, #c))
+            }
+            LayerKind::LeakyRelu { slope } => {
+                let s = slope.value;
+                quote!(#layers::LeakyRelu::new(#s))
+            }
+            LayerKind::Sigmoid => quote!(#layers::Sigmoid),
+            LayerKind::Logit => quote!(#layers::Logit),
+            LayerKind::Tanh => quote!(#layers::Tanh),
+            LayerKind::Atanh => quote!(#layers::Atanh),
+            LayerKind::Softplus => quote!(#layers::Softplus),
+            LayerKind::Exp => quote!(#layers::Exp),
+            LayerKind::Log => quote!(#layers::Log),
+            LayerKind::Permute(PermuteSpec::Reverse) => quote!(#layers::Permute::reverse(#dim)),
+            LayerKind::Permute(PermuteSpec::Seed(seed)) => {
+                quote!(#layers::Permute::seeded(#dim, #seed))
+            }
+            LayerKind::Permute(PermuteSpec::Explicit { perm, .. }) => {
+                let perm = perm
+                    .iter()
+                    .map(|&p| proc_macro2::Literal::u64_unsuffixed(p));
+                quote!(#layers::Permute::new(::std::vec![#(#perm),*]))
+            }
+            LayerKind::Coupling(spec) => coupling_constructor(&layers, dim, spec),
+        }
+    }
+
+    /// Scratch elements the layer's point methods need (see `Layer::point_scratch`).
+    pub fn point_scratch(&self) -> usize {
+        match self {
+            LayerKind::Coupling(spec) => {
+                let mut widths: Vec<usize> = spec.hidden.iter().map(|&(h, _)| h as usize).collect();
+                widths.sort_unstable_by(|a, b| b.cmp(a));
+                widths.iter().take(2).sum()
+            }
+            _ => 0,
+        }
+    }
+}
+
+fn coupling_constructor(
+    layers: &TokenStream,
+    dim: &TokenStream,
+    spec: &CouplingSpec,
+) -> TokenStream {
+    let mask = match &spec.mask {
+        MaskSpec::Even => quote!(#layers::Mask::Even),
+        MaskSpec::Odd => quote!(#layers::Mask::Odd),
+        MaskSpec::FirstHalf => quote!(#layers::Mask::FirstHalf),
+        MaskSpec::SecondHalf => quote!(#layers::Mask::SecondHalf),
+        MaskSpec::Explicit { kept, .. } => quote!(#layers::Mask::Explicit(&[#(#kept),*])),
+    };
+    let transform = match spec.transform {
+        CouplingTransform::Affine => quote!(#layers::CouplingTransform::Affine),
+        CouplingTransform::Additive => quote!(#layers::CouplingTransform::Additive),
+    };
+    let activation = match spec.activation {
+        Activation::Relu => quote!(#layers::Activation::Relu),
+        Activation::Tanh => quote!(#layers::Activation::Tanh),
+        Activation::Elu => quote!(#layers::Activation::Elu),
+        Activation::Silu => quote!(#layers::Activation::Silu),
+    };
+    let hidden = spec
+        .hidden
+        .iter()
+        .map(|&(h, _)| proc_macro2::Literal::u64_unsuffixed(h));
+    quote!(#layers::Coupling::new(#dim, #mask, #transform, &[#(#hidden),*], #activation, rng))
+}
