@@ -74,7 +74,7 @@ fn check_layer(
     dim_rules: &mut Vec<DimRule>,
 ) {
     match &layer.kind {
-        LayerKind::LeakyRelu { slope } if !(slope.value > 0.0) => errors.push(Error::new(
+        LayerKind::LeakyRelu { slope } if slope.value <= 0.0 => errors.push(Error::new(
             slope.span,
             format!(
                 "`leaky_relu(slope = {})` is not a bijection: a slope ≤ 0 folds or flattens the negative side; use a positive slope such as `slope = 0.01`",

@@ -246,5 +246,8 @@ mod tests {
         let mut p = seeded_permutation(10, 7);
         p.sort();
         assert_eq!(p, (0..10).collect::<Vec<_>>());
+        // Pinned to the runtime's `flow_runtime::layers::permute::seeded_permutation`.
+        assert_eq!(seeded_permutation(5, 7), [4, 1, 3, 0, 2]);
+        assert_eq!(seeded_permutation(8, 0), [2, 5, 0, 3, 4, 6, 1, 7]);
     }
 }

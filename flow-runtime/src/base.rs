@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn uniform_is_zero_inside_and_minus_infinity_outside() {
         let b = StandardUniform;
-        assert_eq!(BaseDistribution::<f64>::log_prob_point(&b, &[0.3, 0.9]), 0.0);
+        assert_eq!(
+            BaseDistribution::<f64>::log_prob_point(&b, &[0.3, 0.9]),
+            0.0
+        );
         assert_eq!(
             BaseDistribution::<f64>::log_prob_point(&b, &[0.3, 1.0]),
             f64::NEG_INFINITY

@@ -39,7 +39,10 @@ pub trait Flow<F: Float>: Send + Sync {
     );
 
     /// Maps base points `z` (one per row) to data points, with `log|det ∂f/∂z|` per row.
-    fn forward_and_log_det(&self, z: ArrayView2<'_, F>) -> Result<(Array2<F>, Array1<F>), FlowError> {
+    fn forward_and_log_det(
+        &self,
+        z: ArrayView2<'_, F>,
+    ) -> Result<(Array2<F>, Array1<F>), FlowError> {
         check_batch(z, self.dim())?;
         let mut x = z.as_standard_layout().into_owned();
         let mut log_det = Array1::zeros(x.nrows());
@@ -108,7 +111,10 @@ pub trait Density<F: Float>: Flow<F> {
     );
 
     /// Maps data points `x` (one per row) to base points, with `log|det ∂f⁻¹/∂x|` per row.
-    fn inverse_and_log_det(&self, x: ArrayView2<'_, F>) -> Result<(Array2<F>, Array1<F>), FlowError> {
+    fn inverse_and_log_det(
+        &self,
+        x: ArrayView2<'_, F>,
+    ) -> Result<(Array2<F>, Array1<F>), FlowError> {
         check_batch(x, self.dim())?;
         let mut z = x.as_standard_layout().into_owned();
         let mut log_det = Array1::zeros(z.nrows());
@@ -170,7 +176,10 @@ pub fn finite_or_minus_infinity<F: Float>(lp: F) -> F {
 /// Checks a batch's column count and that every value is finite.
 pub fn check_batch<F: Float>(x: ArrayView2<'_, F>, dim: usize) -> Result<(), FlowError> {
     if x.ncols() != dim {
-        return Err(FlowError::WrongDim { expected: dim, found: x.ncols() });
+        return Err(FlowError::WrongDim {
+            expected: dim,
+            found: x.ncols(),
+        });
     }
     check_finite_rows(x)
 }
@@ -178,7 +187,11 @@ pub fn check_batch<F: Float>(x: ArrayView2<'_, F>, dim: usize) -> Result<(), Flo
 fn check_finite_rows<F: Float>(x: ArrayView2<'_, F>) -> Result<(), FlowError> {
     for (row, values) in x.axis_iter(Axis(0)).enumerate() {
         if let Some(col) = values.iter().position(|v| !v.is_finite()) {
-            return Err(FlowError::NonFinite { row, col, value: values[col].to_f64_lossless() });
+            return Err(FlowError::NonFinite {
+                row,
+                col,
+                value: values[col].to_f64_lossless(),
+            });
         }
     }
     Ok(())
@@ -187,7 +200,11 @@ fn check_finite_rows<F: Float>(x: ArrayView2<'_, F>) -> Result<(), FlowError> {
 /// Checks one point for non-finite values (row 0).
 pub fn check_point<F: Float>(x: &[F]) -> Result<(), FlowError> {
     match x.iter().position(|v| !v.is_finite()) {
-        Some(col) => Err(FlowError::NonFinite { row: 0, col, value: x[col].to_f64_lossless() }),
+        Some(col) => Err(FlowError::NonFinite {
+            row: 0,
+            col,
+            value: x[col].to_f64_lossless(),
+        }),
         None => Ok(()),
     }
 }

@@ -8,7 +8,10 @@ use crate::layers::Layer;
 use crate::workspace::Workspace;
 
 /// Applies `layers` (listed base → data) forward; returns the points and log-dets.
-pub fn forward_and_log_det<F: Float>(layers: &[&dyn Layer<F>], z: ArrayView2<'_, F>) -> (Array2<F>, Array1<F>) {
+pub fn forward_and_log_det<F: Float>(
+    layers: &[&dyn Layer<F>],
+    z: ArrayView2<'_, F>,
+) -> (Array2<F>, Array1<F>) {
     let mut x = z.to_owned();
     let mut log_det = Array1::zeros(x.nrows());
     let mut ws = Workspace::default();
@@ -19,7 +22,10 @@ pub fn forward_and_log_det<F: Float>(layers: &[&dyn Layer<F>], z: ArrayView2<'_,
 }
 
 /// Applies `layers` (listed base → data) inverse, last layer first.
-pub fn inverse_and_log_det<F: Float>(layers: &[&dyn Layer<F>], x: ArrayView2<'_, F>) -> (Array2<F>, Array1<F>) {
+pub fn inverse_and_log_det<F: Float>(
+    layers: &[&dyn Layer<F>],
+    x: ArrayView2<'_, F>,
+) -> (Array2<F>, Array1<F>) {
     let mut z = x.to_owned();
     let mut log_det = Array1::zeros(z.nrows());
     let mut ws = Workspace::default();

@@ -35,10 +35,12 @@ pub fn log_abs_det(a: &[Vec<f64>]) -> f64 {
         }
         m.swap(k, pivot);
         log_det += m[k][k].abs().ln();
-        for r in k + 1..n {
-            let factor = m[r][k] / m[k][k];
-            for c in k..n {
-                m[r][c] -= factor * m[k][c];
+        let (top, bottom) = m.split_at_mut(k + 1);
+        let pivot_row = &top[k];
+        for row in bottom {
+            let factor = row[k] / pivot_row[k];
+            for (x, &p) in row[k..].iter_mut().zip(&pivot_row[k..]) {
+                *x -= factor * p;
             }
         }
     }

@@ -29,7 +29,10 @@ pub struct Affine<F> {
 impl<F: Float> Affine<F> {
     /// The identity on `dim` coordinates.
     pub fn identity(dim: usize) -> Self {
-        Self { shift: vec![F::zero(); dim], log_scale: vec![F::zero(); dim] }
+        Self {
+            shift: vec![F::zero(); dim],
+            log_scale: vec![F::zero(); dim],
+        }
     }
 }
 
@@ -45,11 +48,17 @@ pub struct Shift<F> {
 impl<F: Float> Shift<F> {
     /// A learnable shift starting at 0.
     pub fn learnable(dim: usize) -> Self {
-        Self { shift: vec![F::zero(); dim], learnable: true }
+        Self {
+            shift: vec![F::zero(); dim],
+            learnable: true,
+        }
     }
     /// The constant shift `c` on every coordinate.
     pub fn constant(dim: usize, c: f64) -> Self {
-        Self { shift: vec![F::of(c); dim], learnable: false }
+        Self {
+            shift: vec![F::of(c); dim],
+            learnable: false,
+        }
     }
 }
 
@@ -67,12 +76,23 @@ pub struct Scale<F> {
 impl<F: Float> Scale<F> {
     /// A learnable positive scale starting at 1.
     pub fn learnable(dim: usize) -> Self {
-        Self { log_scale: vec![F::zero(); dim], sign: F::one(), learnable: true }
+        Self {
+            log_scale: vec![F::zero(); dim],
+            sign: F::one(),
+            learnable: true,
+        }
     }
     /// The constant non-zero scale `c` on every coordinate.
     pub fn constant(dim: usize, c: f64) -> Self {
-        assert!(c != 0.0 && c.is_finite(), "scale must be finite and non-zero");
-        Self { log_scale: vec![F::of(c.abs().ln()); dim], sign: F::of(c.signum()), learnable: false }
+        assert!(
+            c != 0.0 && c.is_finite(),
+            "scale must be finite and non-zero"
+        );
+        Self {
+            log_scale: vec![F::of(c.abs().ln()); dim],
+            sign: F::of(c.signum()),
+            learnable: false,
+        }
     }
 }
 
@@ -108,12 +128,335 @@ pub struct LeakyRelu<F> {
 impl<F: Float> LeakyRelu<F> {
     /// A leaky ReLU with the given positive slope.
     pub fn new(slope: f64) -> Self {
-        assert!(slope > 0.0 && slope.is_finite(), "leaky_relu slope must be > 0");
-        Self { slope: F::of(slope) }
+        assert!(
+            slope > 0.0 && slope.is_finite(),
+            "leaky_relu slope must be > 0"
+        );
+        Self {
+            slope: F::of(slope),
+        }
     }
 }
 
-// KERNELS: TODO(helper) — Elementwise impls for every type above.
+// ---------------------------------------------------------------------------------------
+// Scalar helpers (public: the gradient code reuses them).
+// ---------------------------------------------------------------------------------------
+
+/// `log(1 + exp x)`, stable for large `|x|`: `x + log1p(exp(−x))` for `x > 0`, else
+/// `log1p(exp x)`, so `exp` never overflows. `softplus(+∞) = +∞`, `softplus(−∞) = 0`.
+#[inline]
+pub fn softplus<F: Float>(x: F) -> F {
+    if x > F::zero() {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// The inverse of [`softplus`] on `(0, ∞)`: `y + log(−expm1(−y))`, accurate for tiny `y`
+/// (where it is `≈ log y`) and for large `y` (where it is `≈ y`).
+#[inline]
+pub fn softplus_inverse<F: Float>(y: F) -> F {
+    y + (-(-y).exp_m1()).ln()
+}
+
+/// `σ(x) = 1/(1 + exp(−x))`, without overflow for either sign of `x`.
+#[inline]
+pub fn sigmoid<F: Float>(x: F) -> F {
+    if x >= F::zero() {
+        F::one() / (F::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (F::one() + e)
+    }
+}
+
+/// `logit y = log y − log1p(−y)` for `y ∈ (0, 1)` (no range check).
+#[inline]
+pub fn logit<F: Float>(y: F) -> F {
+    y.ln() - (-y).ln_1p()
+}
+
+/// `log σ'(x) = −softplus(−x) − softplus(x)`, evaluated as `−|x| − 2·log1p(exp(−|x|))`
+/// (the same value with one `exp`): finite for every finite `x`.
+#[inline]
+pub fn sigmoid_log_det<F: Float>(x: F) -> F {
+    let a = x.abs();
+    -a - (F::one() + F::one()) * (-a).exp().ln_1p()
+}
+
+/// `log tanh'(x) = log(1 − tanh²x) = 2(log 2 − x − softplus(−2x))`, evaluated at `|x|`
+/// (the function is even) so that no large terms cancel: finite for every finite `x`.
+#[inline]
+pub fn tanh_log_det<F: Float>(x: F) -> F {
+    let a = x.abs();
+    let two = F::one() + F::one();
+    two * (F::LN_2() - a - (-two * a).exp().ln_1p())
+}
+
+/// `atanh x = ½·log1p(2x/(1 − x))`, evaluated at `|x|` and given the sign of `x`, so that
+/// `1 − |x|` is exact near `±1` (no cancellation at `x → −1`). No range check.
+#[inline]
+pub fn atanh<F: Float>(x: F) -> F {
+    let a = x.abs();
+    let half = F::of(0.5);
+    (half * ((a + a) / (F::one() - a)).ln_1p()).copysign(x)
+}
+
+/// `log atanh'(x) = −log(1 − x²)`: `−log1p(−x²)` for `|x| < ½`, else
+/// `−log((1 − |x|)(1 + |x|))` where `1 − |x|` is exact. No range check.
+#[inline]
+pub fn atanh_log_det<F: Float>(x: F) -> F {
+    let a = x.abs();
+    if a < F::of(0.5) {
+        -(-(a * a)).ln_1p()
+    } else {
+        -((F::one() - a) * (F::one() + a)).ln()
+    }
+}
+
+/// The smallest positive value of `F` (the least subnormal: `2^−1074` for `f64`,
+/// `2^−149` for `f32`): where a value that rounded to exactly `0` saturates.
+#[inline]
+pub fn smallest_positive<F: Float>() -> F {
+    let tiny = F::min_positive_value() * F::epsilon();
+    if tiny > F::zero() {
+        tiny
+    } else {
+        // Subnormals flushed to zero: the least normal value instead.
+        F::min_positive_value()
+    }
+}
+
+/// The largest value of `F` below 1 (`1 − ε/2`): where a value that rounded to exactly
+/// `1` saturates.
+#[inline]
+pub fn largest_below_one<F: Float>() -> F {
+    F::one() - F::epsilon() * F::of(0.5)
+}
+
+/// What an inverse kernel returns for a value outside its layer's codomain.
+#[inline(always)]
+fn outside_codomain<F: Float>() -> (F, F) {
+    (F::nan(), F::neg_infinity())
+}
+
+/// What a forward kernel returns for a value strictly outside its layer's domain.
+#[inline(always)]
+fn outside_domain<F: Float>() -> (F, F) {
+    (F::nan(), F::nan())
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernels. Inverse kernels reject NaN and ±∞ (not in any codomain) with `(NaN, −∞)`.
+// ---------------------------------------------------------------------------------------
+
+impl<F: Float> Elementwise<F> for Affine<F> {
+    #[inline]
+    fn forward(&self, j: usize, x: F) -> (F, F) {
+        let s = self.log_scale[j];
+        (x * s.exp() + self.shift[j], s)
+    }
+    #[inline]
+    fn inverse(&self, j: usize, y: F) -> (F, F) {
+        if !y.is_finite() {
+            return outside_codomain();
+        }
+        let s = self.log_scale[j];
+        ((y - self.shift[j]) * (-s).exp(), -s)
+    }
+}
+
+impl<F: Float> Elementwise<F> for Shift<F> {
+    #[inline]
+    fn forward(&self, j: usize, x: F) -> (F, F) {
+        (x + self.shift[j], F::zero())
+    }
+    #[inline]
+    fn inverse(&self, j: usize, y: F) -> (F, F) {
+        if !y.is_finite() {
+            return outside_codomain();
+        }
+        (y - self.shift[j], F::zero())
+    }
+}
+
+impl<F: Float> Elementwise<F> for Scale<F> {
+    #[inline]
+    fn forward(&self, j: usize, x: F) -> (F, F) {
+        let s = self.log_scale[j];
+        (self.sign * s.exp() * x, s)
+    }
+    #[inline]
+    fn inverse(&self, j: usize, y: F) -> (F, F) {
+        if !y.is_finite() {
+            return outside_codomain();
+        }
+        let s = self.log_scale[j];
+        (self.sign * (-s).exp() * y, -s)
+    }
+}
+
+/// The log-det is a function of the real-line value (`x` forward, `logit y` inverse),
+/// evaluated by the same [`sigmoid_log_det`], so `inverse(y).1 == −forward(inverse(y).0).1`.
+impl<F: Float> Elementwise<F> for Sigmoid {
+    #[inline]
+    fn forward(&self, _j: usize, x: F) -> (F, F) {
+        (sigmoid(x), sigmoid_log_det(x))
+    }
+    #[inline]
+    fn inverse(&self, _j: usize, y: F) -> (F, F) {
+        // Rejects y ≤ 0, y ≥ 1 (an f32 value rounded onto the boundary included) and NaN.
+        if !(y > F::zero() && y < F::one()) {
+            return outside_codomain();
+        }
+        let x = logit(y);
+        (x, -sigmoid_log_det(x))
+    }
+}
+
+/// Mirror of [`Sigmoid`]: `forward(y).1 == −inverse(forward(y).0).1` exactly.
+impl<F: Float> Elementwise<F> for Logit {
+    #[inline]
+    fn forward(&self, _j: usize, y: F) -> (F, F) {
+        let y = if y > F::zero() && y < F::one() {
+            y
+        } else if y == F::zero() {
+            smallest_positive()
+        } else if y == F::one() {
+            largest_below_one()
+        } else {
+            return outside_domain();
+        };
+        let x = logit(y);
+        (x, -sigmoid_log_det(x))
+    }
+    #[inline]
+    fn inverse(&self, _j: usize, x: F) -> (F, F) {
+        if !x.is_finite() {
+            return outside_codomain();
+        }
+        (sigmoid(x), sigmoid_log_det(x))
+    }
+}
+
+impl<F: Float> Elementwise<F> for Tanh {
+    #[inline]
+    fn forward(&self, _j: usize, x: F) -> (F, F) {
+        (x.tanh(), tanh_log_det(x))
+    }
+    #[inline]
+    fn inverse(&self, _j: usize, y: F) -> (F, F) {
+        // Rejects |y| ≥ 1 and NaN.
+        if y.is_nan() || y.abs() >= F::one() {
+            return outside_codomain();
+        }
+        (atanh(y), atanh_log_det(y))
+    }
+}
+
+/// Mirror of [`Tanh`]: `Atanh::forward` is `Tanh::inverse` on `(−1, 1)` and
+/// `Atanh::inverse` is `Tanh::forward`.
+impl<F: Float> Elementwise<F> for Atanh {
+    #[inline]
+    fn forward(&self, _j: usize, x: F) -> (F, F) {
+        let a = x.abs();
+        let x = if a < F::one() {
+            x
+        } else if a == F::one() {
+            largest_below_one::<F>().copysign(x)
+        } else {
+            return outside_domain();
+        };
+        (atanh(x), atanh_log_det(x))
+    }
+    #[inline]
+    fn inverse(&self, _j: usize, y: F) -> (F, F) {
+        if !y.is_finite() {
+            return outside_codomain();
+        }
+        (y.tanh(), tanh_log_det(y))
+    }
+}
+
+impl<F: Float> Elementwise<F> for Softplus {
+    #[inline]
+    fn forward(&self, _j: usize, x: F) -> (F, F) {
+        (softplus(x), -softplus(-x))
+    }
+    #[inline]
+    fn inverse(&self, _j: usize, y: F) -> (F, F) {
+        // Rejects y ≤ 0, +∞ and NaN.
+        if !(y > F::zero() && y < F::infinity()) {
+            return outside_codomain();
+        }
+        // log(−expm1(−y)) = x − y = log σ(x) = −softplus(−x): the forward log-det.
+        let t = (-(-y).exp_m1()).ln();
+        (y + t, -t)
+    }
+}
+
+impl<F: Float> Elementwise<F> for Exp {
+    #[inline]
+    fn forward(&self, _j: usize, x: F) -> (F, F) {
+        (x.exp(), x)
+    }
+    #[inline]
+    fn inverse(&self, _j: usize, y: F) -> (F, F) {
+        // Rejects y ≤ 0, +∞ and NaN.
+        if !(y > F::zero() && y < F::infinity()) {
+            return outside_codomain();
+        }
+        let x = y.ln();
+        (x, -x)
+    }
+}
+
+/// Mirror of [`Exp`]: `forward(x).1 == −inverse(forward(x).0).1` exactly.
+impl<F: Float> Elementwise<F> for Log {
+    #[inline]
+    fn forward(&self, _j: usize, x: F) -> (F, F) {
+        // +∞ (an overflowed value) maps to (+∞, −∞) rather than NaN.
+        let x = if x > F::zero() {
+            x
+        } else if x == F::zero() {
+            smallest_positive()
+        } else {
+            return outside_domain();
+        };
+        let y = x.ln();
+        (y, -y)
+    }
+    #[inline]
+    fn inverse(&self, _j: usize, y: F) -> (F, F) {
+        if !y.is_finite() {
+            return outside_codomain();
+        }
+        (y.exp(), y)
+    }
+}
+
+impl<F: Float> Elementwise<F> for LeakyRelu<F> {
+    #[inline]
+    fn forward(&self, _j: usize, x: F) -> (F, F) {
+        if x < F::zero() {
+            (self.slope * x, self.slope.ln())
+        } else {
+            (x, F::zero())
+        }
+    }
+    #[inline]
+    fn inverse(&self, _j: usize, y: F) -> (F, F) {
+        if !y.is_finite() {
+            return outside_codomain();
+        }
+        if y < F::zero() {
+            (y / self.slope, -self.slope.ln())
+        } else {
+            (y, F::zero())
+        }
+    }
+}
 
 elementwise_layer!(Affine<F>, "affine");
 elementwise_layer!(Shift<F>, "shift");
@@ -126,3 +469,760 @@ elementwise_layer!(Softplus, "softplus");
 elementwise_layer!(Exp, "exp");
 elementwise_layer!(Log, "log");
 elementwise_layer!(LeakyRelu<F>, "leaky_relu");
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testing::log_abs_det_fd;
+
+    // ----- fixtures ------------------------------------------------------------------
+
+    fn affine<F: Float>() -> Affine<F> {
+        Affine {
+            shift: vec![F::of(0.3), F::of(-1.2)],
+            log_scale: vec![F::of(0.7), F::of(-0.4)],
+        }
+    }
+
+    fn shift<F: Float>() -> Shift<F> {
+        Shift {
+            shift: vec![F::of(0.5), F::of(-2.0)],
+            learnable: true,
+        }
+    }
+
+    fn scale<F: Float>() -> Scale<F> {
+        Scale {
+            log_scale: vec![F::of(0.3), F::of(-0.8)],
+            sign: -F::one(),
+            learnable: false,
+        }
+    }
+
+    fn leaky<F: Float>() -> LeakyRelu<F> {
+        LeakyRelu::new(0.2)
+    }
+
+    /// `n` points strictly inside `(lo, hi)`, midpoints of `n` equal cells (so `0` is
+    /// avoided for even `n` on a symmetric interval).
+    fn grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|k| lo + (hi - lo) * (k as f64 + 0.5) / n as f64)
+            .collect()
+    }
+
+    fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+        grid(lo.ln(), hi.ln(), n)
+            .into_iter()
+            .map(f64::exp)
+            .collect()
+    }
+
+    fn f64s<F: Float>(v: (F, F)) -> (f64, f64) {
+        (v.0.to_f64_lossless(), v.1.to_f64_lossless())
+    }
+
+    /// The tolerance for `|inverse(forward(x)) − x|`: a few ulps of `x`, plus the rounding
+    /// of `y` (relative, or one subnormal step) magnified by `|dx/dy| = exp(−log-det)`.
+    fn round_trip_tol<F: Float>(x: f64, y: f64, log_det: f64, ulps: f64) -> f64 {
+        let eps = F::epsilon().to_f64_lossless();
+        let tiny = smallest_positive::<F>().to_f64_lossless();
+        ulps * (eps * (1.0 + x.abs()) + (-log_det).exp() * (eps * y.abs() + tiny))
+    }
+
+    /// Checks one in-domain point of one layer: finite forward log-det, no NaN value, and,
+    /// when `y` is in the codomain, no NaN inverse, round trip and negated log-dets; when
+    /// `y` fell outside it (saturation or overflow), the inverse reports `−∞`.
+    fn check_point<F: Float>(
+        layer: &impl Elementwise<F>,
+        j: usize,
+        x: F,
+        in_codomain: impl Fn(F) -> bool,
+        ulps: f64,
+    ) {
+        let (y, l) = layer.forward(j, x);
+        let xf = x.to_f64_lossless();
+        assert!(!y.is_nan(), "forward({xf}) value is NaN");
+        assert!(l.is_finite(), "forward({xf}) log-det {l} is not finite");
+        let (x2, l2) = layer.inverse(j, y);
+        if !in_codomain(y) {
+            assert_eq!(l2, F::neg_infinity(), "inverse({y}) outside the codomain");
+            return;
+        }
+        assert!(!x2.is_nan() && !l2.is_nan(), "inverse({y}) = ({x2}, {l2})");
+        let (yf, lf) = (y.to_f64_lossless(), l.to_f64_lossless());
+        let (x2f, l2f) = (x2.to_f64_lossless(), l2.to_f64_lossless());
+        let tol = round_trip_tol::<F>(xf, yf, lf, ulps);
+        assert!(
+            (x2f - xf).abs() <= tol,
+            "round trip {xf} -> {yf} -> {x2f} (err {}, tol {tol})",
+            (x2f - xf).abs()
+        );
+        let eps = F::epsilon().to_f64_lossless();
+        let y_mag = if yf.is_finite() { yf.abs() } else { 0.0 };
+        let tol_l = ulps * eps * (1.0 + lf.abs() + xf.abs() + y_mag) + 4.0 * (x2f - xf).abs();
+        assert!(
+            (l2f + lf).abs() <= tol_l,
+            "log-dets at {xf}: forward {lf}, inverse {l2f} (tol {tol_l})"
+        );
+    }
+
+    fn any_finite<F: Float>(y: F) -> bool {
+        y.is_finite()
+    }
+
+    fn unit<F: Float>(y: F) -> bool {
+        y > F::zero() && y < F::one()
+    }
+
+    fn open_pm1<F: Float>(y: F) -> bool {
+        y.abs() < F::one()
+    }
+
+    fn positive<F: Float>(y: F) -> bool {
+        y > F::zero() && y.is_finite()
+    }
+
+    /// Runs `check_point` over grids covering every layer's domain, in `F`.
+    fn check_all_layers_on_grids<F: Float>(ulps: f64) {
+        let reals = grid(-8.0, 8.0, 160);
+        let unit_pts = grid(0.0, 1.0, 200);
+        let pm1 = grid(-1.0, 1.0, 200);
+        let pos = log_grid(1e-6, 1e6, 200);
+        let f = |v: &f64| F::of(*v);
+        for j in 0..2 {
+            for x in reals.iter().map(f) {
+                check_point(&affine::<F>(), j, x, any_finite, ulps);
+                check_point(&shift::<F>(), j, x, any_finite, ulps);
+                check_point(&scale::<F>(), j, x, any_finite, ulps);
+            }
+        }
+        for x in reals.iter().map(f) {
+            check_point(&Sigmoid, 0, x, unit, ulps);
+            check_point(&Tanh, 0, x, open_pm1, ulps);
+            check_point(&Softplus, 0, x, positive, ulps);
+            check_point(&Exp, 0, x, positive, ulps);
+            check_point(&leaky::<F>(), 0, x, any_finite, ulps);
+        }
+        for x in unit_pts.iter().map(f) {
+            check_point(&Logit, 0, x, any_finite, ulps);
+        }
+        for x in pm1.iter().map(f) {
+            check_point(&Atanh, 0, x, any_finite, ulps);
+        }
+        for x in pos.iter().map(f) {
+            check_point(&Log, 0, x, any_finite, ulps);
+        }
+    }
+
+    // ----- round trips and log-dets -----------------------------------------------------
+
+    #[test]
+    fn round_trip_on_grids_f64() {
+        check_all_layers_on_grids::<f64>(8.0);
+    }
+
+    #[test]
+    fn round_trip_on_grids_f32() {
+        check_all_layers_on_grids::<f32>(8.0);
+    }
+
+    #[test]
+    fn round_trip_is_tight_on_moderate_inputs() {
+        // Away from saturation the round trip is accurate to ~1e-12 absolute in f64.
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + a.abs());
+        for x in grid(-5.0, 5.0, 50) {
+            for (name, layer) in [
+                ("sigmoid", &Sigmoid as &dyn Elementwise<f64>),
+                ("tanh", &Tanh),
+                ("softplus", &Softplus),
+                ("exp", &Exp),
+            ] {
+                let (y, _) = layer.forward(0, x);
+                assert!(close(layer.inverse(0, y).0, x), "{name} at {x}");
+            }
+            let (y, _) = affine::<f64>().forward(1, x);
+            assert!(close(affine::<f64>().inverse(1, y).0, x));
+            let (y, _) = scale::<f64>().forward(1, x);
+            assert!(close(scale::<f64>().inverse(1, y).0, x));
+        }
+    }
+
+    /// The forward log-det against a central finite difference of the forward value.
+    fn check_fd(name: &str, layer: &impl Elementwise<f64>, j: usize, xs: &[f64]) {
+        for &x in xs {
+            let (_, l) = layer.forward(j, x);
+            let fd = log_abs_det_fd(|v| vec![layer.forward(j, v[0]).0], &[x]);
+            assert!(
+                (l - fd).abs() <= 1e-6 * (1.0 + l.abs()),
+                "{name} at {x}: log-det {l}, finite difference {fd}"
+            );
+        }
+    }
+
+    #[test]
+    fn forward_log_det_matches_finite_differences() {
+        let reals = grid(-6.0, 6.0, 60);
+        for j in 0..2 {
+            check_fd("affine", &affine(), j, &reals);
+            check_fd("shift", &shift(), j, &reals);
+            check_fd("scale", &scale(), j, &reals);
+        }
+        check_fd("sigmoid", &Sigmoid, 0, &reals);
+        check_fd("tanh", &Tanh, 0, &reals);
+        check_fd("softplus", &Softplus, 0, &reals);
+        check_fd("exp", &Exp, 0, &reals);
+        check_fd("leaky_relu", &leaky(), 0, &reals);
+        check_fd("logit", &Logit, 0, &grid(0.01, 0.99, 60));
+        check_fd("atanh", &Atanh, 0, &grid(-0.99, 0.99, 60));
+        check_fd("log", &Log, 0, &log_grid(1e-2, 1e3, 60));
+    }
+
+    #[test]
+    fn inverse_log_det_is_the_negated_forward_log_det() {
+        // Pairs whose two log-dets are one function of the same value are exact negatives:
+        // sigmoid/logit (of the real-line value) and exp/log (of the log-side value).
+        for x in grid(-30.0, 30.0, 120) {
+            let y = Sigmoid.forward(0, x).0;
+            if y < 1.0 {
+                let (x2, l2) = Sigmoid.inverse(0, y);
+                assert_eq!(l2, -Sigmoid.forward(0, x2).1);
+            }
+            let (x2, l) = Logit.forward(0, Sigmoid.forward(0, x).0);
+            assert_eq!(
+                Elementwise::<f64>::inverse(&Logit, 0, x2).1,
+                -l,
+                "logit at {x}"
+            );
+            let (y, l) = Log.forward(0, Exp.forward(0, x).0);
+            assert_eq!(Log.inverse(0, y).1, -l, "log at {x}");
+            let (w, l) = Exp.inverse(0, Exp.forward(0, x).0);
+            assert_eq!(Exp.forward(0, w).1, -l, "exp at {x}");
+        }
+        // And every pair, in f64 and f32, agrees with the negated forward log-det.
+        fn negated<F: Float>(layer: &impl Elementwise<F>, j: usize, xs: &[f64], tol: f64) {
+            for &x in xs {
+                let (y, l) = f64s(layer.forward(j, F::of(x)));
+                let (x2, l2) = f64s(layer.inverse(j, F::of(y)));
+                // The inverse is evaluated at the rounded `y`: allow for that rounding
+                // (|x2 − x|) times the slope of the log-det (≤ 2 for these layers).
+                let x = F::of(x).to_f64_lossless();
+                assert!(
+                    (l2 + l).abs() <= tol * (1.0 + l.abs()) + 2.0 * (x2 - x).abs(),
+                    "at {x}: {l} vs {l2}"
+                );
+            }
+        }
+        let reals = grid(-6.0, 6.0, 48);
+        let (unit_pts, pm1, pos) = (
+            grid(0.0, 1.0, 48),
+            grid(-1.0, 1.0, 48),
+            log_grid(1e-3, 1e3, 48),
+        );
+        for (tol64, tol32) in [(1e-12, 1e-5)] {
+            for j in 0..2 {
+                negated::<f64>(&affine(), j, &reals, tol64);
+                negated::<f32>(&affine(), j, &reals, tol32);
+                negated::<f64>(&shift(), j, &reals, tol64);
+                negated::<f32>(&shift(), j, &reals, tol32);
+                negated::<f64>(&scale(), j, &reals, tol64);
+                negated::<f32>(&scale(), j, &reals, tol32);
+            }
+            negated::<f64>(&Sigmoid, 0, &reals, tol64);
+            negated::<f32>(&Sigmoid, 0, &reals, tol32);
+            negated::<f64>(&Tanh, 0, &reals, tol64);
+            negated::<f32>(&Tanh, 0, &reals, tol32);
+            negated::<f64>(&Softplus, 0, &reals, tol64);
+            negated::<f32>(&Softplus, 0, &reals, tol32);
+            negated::<f64>(&Exp, 0, &reals, tol64);
+            negated::<f32>(&Exp, 0, &reals, tol32);
+            negated::<f64>(&leaky(), 0, &reals, tol64);
+            negated::<f32>(&leaky(), 0, &reals, tol32);
+            negated::<f64>(&Logit, 0, &unit_pts, tol64);
+            negated::<f32>(&Logit, 0, &unit_pts, tol32);
+            negated::<f64>(&Atanh, 0, &pm1, tol64);
+            negated::<f32>(&Atanh, 0, &pm1, tol32);
+            negated::<f64>(&Log, 0, &pos, tol64);
+            negated::<f32>(&Log, 0, &pos, tol32);
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-14 * (1.0 + b.abs());
+        // Affine: y = x·e^s + t.
+        let (y, l) = affine::<f64>().forward(0, 2.0);
+        assert!(close(y, 2.0 * 0.7f64.exp() + 0.3) && l == 0.7);
+        // Scale: sign·e^s·x.
+        let (y, l) = scale::<f64>().forward(1, 2.0);
+        assert!(close(y, -2.0 * (-0.8f64).exp()) && l == -0.8);
+        let (y, l) = Scale::<f64>::constant(1, -3.0).forward(0, 2.0);
+        assert!(close(y, -6.0) && close(l, 3f64.ln()));
+        assert_eq!(shift::<f64>().forward(1, 1.0), (-1.0, 0.0));
+        let (y, l) = Sigmoid.forward(0, 0.0f64);
+        assert!(close(y, 0.5) && close(l, -4f64.ln()));
+        let (y, l) = Tanh.forward(0, 0.0f64);
+        assert!(y == 0.0 && close(l, 0.0));
+        let (y, l) = Softplus.forward(0, 0.0f64);
+        assert!(close(y, 2f64.ln()) && close(l, -2f64.ln()));
+        let (y, l) = Atanh.forward(0, 0.5f64);
+        assert!(close(y, 0.5f64.atanh()) && close(l, -(0.75f64).ln()));
+        let (y, l) = Logit.forward(0, 0.25f64);
+        assert!(close(y, (1.0f64 / 3.0).ln()) && close(l, -(0.25f64 * 0.75).ln()));
+        assert_eq!(leaky::<f64>().forward(0, -1.0), (-0.2, 0.2f64.ln()));
+        assert_eq!(leaky::<f64>().forward(0, 3.0), (3.0, 0.0));
+        assert_eq!(leaky::<f64>().inverse(0, -0.2), (-1.0, -(0.2f64.ln())));
+        assert_eq!(leaky::<f64>().inverse(0, 0.0), (0.0, 0.0));
+    }
+
+    // ----- domains and codomains ------------------------------------------------------
+
+    fn assert_rejected<F: Float>(name: &str, layer: &impl Elementwise<F>, y: f64) {
+        let (x, l) = layer.inverse(0, F::of(y));
+        assert!(
+            x.is_nan() && l == F::neg_infinity(),
+            "{name}.inverse({y}) = ({x}, {l})"
+        );
+    }
+
+    fn inverse_outside_codomain_is_neg_inf_in<F: Float>() {
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        for y in [0.0, -0.0, 1.0, -0.5, 1.5, inf, -inf, nan] {
+            assert_rejected::<F>("sigmoid", &Sigmoid, y);
+        }
+        // An f32 sigmoid value that rounded to exactly 1 or 0.
+        assert_rejected::<F>(
+            "sigmoid",
+            &Sigmoid,
+            Sigmoid.forward(0, F::of(40.0)).0.to_f64_lossless(),
+        );
+        assert_rejected::<F>(
+            "sigmoid",
+            &Sigmoid,
+            Sigmoid.forward(0, F::of(-1000.0)).0.to_f64_lossless(),
+        );
+        for y in [1.0, -1.0, 1.5, -2.0, inf, -inf, nan] {
+            assert_rejected::<F>("tanh", &Tanh, y);
+        }
+        for y in [0.0, -0.0, -1e-30, -3.0, inf, -inf, nan] {
+            assert_rejected::<F>("softplus", &Softplus, y);
+            assert_rejected::<F>("exp", &Exp, y);
+        }
+        for y in [inf, -inf, nan] {
+            assert_rejected::<F>("affine", &affine::<F>(), y);
+            assert_rejected::<F>("shift", &shift::<F>(), y);
+            assert_rejected::<F>("scale", &scale::<F>(), y);
+            assert_rejected::<F>("logit", &Logit, y);
+            assert_rejected::<F>("atanh", &Atanh, y);
+            assert_rejected::<F>("log", &Log, y);
+            assert_rejected::<F>("leaky_relu", &leaky::<F>(), y);
+        }
+        // Any finite value is in an ℝ codomain.
+        for y in [-1e30, -1.0, 0.0, 1.0, 1e30] {
+            assert!(affine::<F>().inverse(1, F::of(y)).1.is_finite());
+            assert!(Elementwise::<F>::inverse(&Logit, 0, F::of(y)).1.is_finite());
+            assert!(Elementwise::<F>::inverse(&Atanh, 0, F::of(y)).1.is_finite());
+            assert!(leaky::<F>().inverse(0, F::of(y)).1.is_finite());
+        }
+    }
+
+    #[test]
+    fn inverse_outside_codomain_is_neg_inf() {
+        inverse_outside_codomain_is_neg_inf_in::<f64>();
+        inverse_outside_codomain_is_neg_inf_in::<f32>();
+    }
+
+    fn forward_outside_domain_is_nan_in<F: Float>() {
+        let both_nan = |v: (F, F)| v.0.is_nan() && v.1.is_nan();
+        for x in [
+            -1e-30,
+            -0.5,
+            1.0 + 1e-6,
+            2.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            assert!(both_nan(Logit.forward(0, F::of(x))), "logit at {x}");
+        }
+        for x in [
+            1.0 + 1e-6,
+            -1.0 - 1e-6,
+            5.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            assert!(both_nan(Atanh.forward(0, F::of(x))), "atanh at {x}");
+        }
+        for x in [-1e-30, -1.0, f64::NEG_INFINITY, f64::NAN] {
+            assert!(both_nan(Log.forward(0, F::of(x))), "log at {x}");
+        }
+    }
+
+    #[test]
+    fn forward_outside_domain_is_nan() {
+        forward_outside_domain_is_nan_in::<f64>();
+        forward_outside_domain_is_nan_in::<f32>();
+    }
+
+    fn boundary_saturates_in<F: Float>() {
+        let finite = |v: (F, F)| v.0.is_finite() && v.1.is_finite();
+        // Logit at exactly 0, the least normal, 1 − ε/2 and exactly 1.
+        for x in [
+            F::zero(),
+            F::min_positive_value(),
+            largest_below_one(),
+            F::one(),
+        ] {
+            assert!(finite(Logit.forward(0, x)), "logit at {x}");
+        }
+        assert_eq!(
+            Logit.forward(0, F::one()),
+            Logit.forward(0, largest_below_one::<F>())
+        );
+        assert_eq!(
+            Logit.forward(0, F::zero()),
+            Logit.forward(0, smallest_positive::<F>())
+        );
+        assert!(Logit.forward(0, F::one()).0 > F::zero());
+        assert!(Logit.forward(0, F::zero()).0 < F::zero());
+        // Logit then sigmoid (its inverse) stays inside (0, 1) after saturation... or
+        // lands on the boundary only by rounding in `sigmoid`, never NaN.
+        assert!(
+            !Elementwise::<F>::inverse(&Logit, 0, Logit.forward(0, F::one()).0)
+                .1
+                .is_nan()
+        );
+        // Atanh at ±1.
+        for x in [F::one(), -F::one()] {
+            let (y, l) = Atanh.forward(0, x);
+            assert!(y.is_finite() && l.is_finite(), "atanh at {x}");
+            assert_eq!(y.signum(), x.signum());
+        }
+        // Log at 0.
+        let (y, l) = Log.forward(0, F::zero());
+        assert!(y.is_finite() && l.is_finite() && y < F::zero());
+        // The sigmoid/tanh value that rounded onto the boundary, fed to logit/atanh.
+        let s = Sigmoid.forward(0, F::of(40.0)).0;
+        assert_eq!(s, F::one());
+        assert!(finite(Logit.forward(0, s)));
+        let t = Tanh.forward(0, F::of(-40.0)).0;
+        assert_eq!(t, -F::one());
+        assert!(finite(Atanh.forward(0, t)));
+    }
+
+    #[test]
+    fn logit_atanh_log_saturate_on_the_boundary() {
+        boundary_saturates_in::<f32>();
+        boundary_saturates_in::<f64>();
+        // In f32, sigmoid(20) is already exactly 1.
+        assert_eq!(Sigmoid.forward(0, 20.0f32).0, 1.0);
+        let (x, l) = Logit.forward(0, 1.0f32);
+        assert!((x - 16.635532).abs() < 1e-4 && l.is_finite(), "({x}, {l})");
+    }
+
+    // ----- extremes -------------------------------------------------------------------
+
+    fn sigmoid_extremes_in<F: Float>() {
+        for x in [-1000.0, -40.0, 40.0, 1000.0] {
+            let (y, l) = Sigmoid.forward(0, F::of(x));
+            assert!(y >= F::zero() && y <= F::one(), "sigmoid({x}) = {y}");
+            assert!(l.is_finite(), "sigmoid log-det at {x} = {l}");
+            // log σ'(x) ≈ −|x| in the tails.
+            assert!((l.to_f64_lossless() + x.abs()).abs() < 1e-6 * x.abs());
+            let (_, l) = Elementwise::<F>::inverse(&Logit, 0, F::of(x));
+            assert!(l.is_finite());
+        }
+    }
+
+    #[test]
+    fn sigmoid_extremes_have_finite_log_dets() {
+        sigmoid_extremes_in::<f32>();
+        sigmoid_extremes_in::<f64>();
+        // Tiny but non-zero sigmoid values still invert.
+        let (y, _) = Sigmoid.forward(0, -80.0f32);
+        assert!(y > 0.0);
+        let (x, l) = Sigmoid.inverse(0, y);
+        assert!((x + 80.0).abs() < 1e-3 && l.is_finite());
+    }
+
+    #[test]
+    fn tanh_extremes_have_finite_log_dets() {
+        for x in [-1000.0f64, -20.0, 20.0, 1000.0] {
+            let (y, l) = Tanh.forward(0, x);
+            assert!(y.abs() <= 1.0 && l.is_finite());
+            // log(1 − tanh²x) ≈ 2 log 2 − 2|x| in the tails.
+            assert!((l - (2.0 * 2f64.ln() - 2.0 * f64::abs(x))).abs() < 1e-12 * (1.0 + x.abs()));
+            let (y, l) = Tanh.forward(0, x as f32);
+            assert!(y.abs() <= 1.0 && l.is_finite());
+            let (_, l) = Elementwise::<f32>::inverse(&Atanh, 0, x as f32);
+            assert!(l.is_finite());
+        }
+        // Near ±1 the inverse still works in f64: tanh(15) = 1 − 1.9e-13.
+        let (y, l) = Tanh.forward(0, 15.0f64);
+        assert!(y < 1.0);
+        let (x, l2) = Tanh.inverse(0, y);
+        assert!((x - 15.0).abs() < 1e-3 && (l + l2).abs() < 1e-3);
+        // atanh is accurate on both sides of the interval (no cancellation at −1);
+        // references computed to 25 digits at the inputs' exact binary values, rounded.
+        for (x, reference) in [
+            (-0.999_999_9f64, -8.405_621_391_022_31f64),
+            (-0.5, -0.549_306_144_334_054_9),
+            (1e-12, 1e-12),
+            (0.9, 1.472_219_489_583_220_4),
+            (0.999_999_9, 8.405_621_391_022_31),
+        ] {
+            let (y, _) = Atanh.forward(0, x);
+            assert!(
+                (y - reference).abs() <= 2.0 * f64::EPSILON * reference.abs(),
+                "atanh({x}) = {y}"
+            );
+            assert_eq!(Atanh.forward(0, -x).0, -y);
+        }
+    }
+
+    #[test]
+    fn softplus_inverse_at_tiny_y_is_finite() {
+        for y in [1e-30f64, 1e-300, 5e-324] {
+            let (x, l) = Softplus.inverse(0, y);
+            assert!(x.is_finite() && l.is_finite(), "({x}, {l})");
+            // softplus(x) ≈ e^x for very negative x: x ≈ log y, log-det ≈ −log y.
+            assert!((x - y.ln()).abs() < 1e-9 && (l + y.ln()).abs() < 1e-9);
+        }
+        for y in [1e-30f32, 1e-40, 1e-45] {
+            let (x, l) = Softplus.inverse(0, y);
+            assert!(x.is_finite() && l.is_finite(), "({x}, {l})");
+        }
+        // Large y: x ≈ y, log-det ≈ 0.
+        let (x, l) = Softplus.inverse(0, 1000.0f64);
+        assert!((x - 1000.0).abs() < 1e-12 && l.abs() < 1e-300);
+        // And the forward tails.
+        let (y, l) = Softplus.forward(0, -1000.0f64);
+        assert!(y == 0.0 && l == -1000.0);
+        let (y, l) = Softplus.forward(0, 1000.0f32);
+        assert!(y == 1000.0 && l == 0.0);
+    }
+
+    #[test]
+    fn softplus_helper_is_stable() {
+        assert_eq!(softplus(1000.0f64), 1000.0);
+        assert_eq!(softplus(1e30f32), 1e30);
+        assert_eq!(softplus(-1000.0f64), 0.0);
+        assert!((softplus(-40.0f64) - (-40.0f64).exp()).abs() < 1e-30);
+        assert!((softplus(0.0f64) - 2f64.ln()).abs() < 1e-16);
+        assert!((softplus(3.0f64) - (1.0 + 3f64.exp()).ln()).abs() < 1e-14);
+        assert_eq!(softplus(f64::INFINITY), f64::INFINITY);
+        assert_eq!(softplus(f64::NEG_INFINITY), 0.0);
+        assert!(softplus(f64::NAN).is_nan());
+        for y in [1e-10f64, 0.5, 3.0, 50.0] {
+            assert!((softplus(softplus_inverse(y)) - y).abs() <= 1e-14 * y);
+        }
+        // The log-det helpers agree with the DESIGN formulas where those are accurate.
+        for x in grid(-10.0, 10.0, 40) {
+            let sig = -softplus(-x) - softplus(x);
+            assert!((sigmoid_log_det(x) - sig).abs() < 1e-13);
+            let th = 2.0 * (2f64.ln() - x - softplus(-2.0 * x));
+            assert!((tanh_log_det(x) - th).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn exp_overflow_is_the_only_infinity() {
+        assert_eq!(Exp.forward(0, 1000.0f64), (f64::INFINITY, 1000.0));
+        assert_eq!(Exp.forward(0, -1000.0f64), (0.0, -1000.0));
+        assert_eq!(Exp.forward(0, 100.0f32).0, f32::INFINITY);
+        assert_eq!(
+            Log.forward(0, f64::INFINITY),
+            (f64::INFINITY, f64::NEG_INFINITY)
+        );
+    }
+
+    #[test]
+    fn f32_kernels_track_f64() {
+        fn compare(
+            name: &str,
+            l32: &impl Elementwise<f32>,
+            l64: &impl Elementwise<f64>,
+            xs: &[f64],
+        ) {
+            for &x in xs {
+                let (y32, d32) = f64s(l32.forward(0, x as f32));
+                let (y64, d64) = l64.forward(0, x as f32 as f64);
+                assert!(
+                    (y32 - y64).abs() <= 1e-5 * (1.0 + y64.abs()),
+                    "{name} value at {x}"
+                );
+                assert!(
+                    (d32 - d64).abs() <= 1e-5 * (1.0 + d64.abs()),
+                    "{name} log-det at {x}"
+                );
+            }
+        }
+        let reals = grid(-12.0, 12.0, 96);
+        compare("sigmoid", &Sigmoid, &Sigmoid, &reals);
+        compare("tanh", &Tanh, &Tanh, &reals);
+        compare("softplus", &Softplus, &Softplus, &reals);
+        compare("exp", &Exp, &Exp, &reals);
+        compare("affine", &affine::<f32>(), &affine::<f64>(), &reals);
+        compare("logit", &Logit, &Logit, &grid(0.0, 1.0, 96));
+        compare("atanh", &Atanh, &Atanh, &grid(-1.0, 1.0, 96));
+        compare("log", &Log, &Log, &log_grid(1e-20, 1e20, 96));
+    }
+
+    #[test]
+    fn the_layer_impl_sums_kernel_log_dets() {
+        use ndarray::{Array1, array};
+
+        use crate::layers::Layer;
+        use crate::workspace::Workspace;
+
+        let layer = affine::<f64>();
+        let mut x = array![[1.0, 2.0], [-3.0, 0.5]];
+        let mut ld = Array1::zeros(2);
+        layer.forward_block(x.view_mut(), ld.view_mut(), &mut Workspace::default());
+        assert!((ld[0] - 0.3).abs() < 1e-15 && (ld[1] - 0.3).abs() < 1e-15);
+        layer.inverse_block(x.view_mut(), ld.view_mut(), &mut Workspace::default());
+        assert!(ld.iter().all(|l| l.abs() < 1e-15));
+        assert!((x[[1, 0]] + 3.0).abs() < 1e-14);
+        let mut p = [0.25f32, 0.5];
+        let l = Layer::<f32>::forward_point(&Logit, &mut p, &mut []);
+        let l2 = Layer::<f32>::inverse_point(&Logit, &mut p, &mut []);
+        assert_eq!(l, -l2);
+        assert!((p[0] - 0.25).abs() < 1e-6);
+    }
+
+    // ----- properties -----------------------------------------------------------------
+
+    const ULPS: f64 = 16.0;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn prop_affine_shift_scale(x in -1e6f64..1e6, j in 0usize..2) {
+            check_point(&affine::<f64>(), j, x, any_finite, ULPS);
+            check_point(&shift::<f64>(), j, x, any_finite, ULPS);
+            check_point(&scale::<f64>(), j, x, any_finite, ULPS);
+            check_point(&affine::<f32>(), j, x as f32, any_finite, ULPS);
+            check_point(&scale::<f32>(), j, x as f32, any_finite, ULPS);
+        }
+
+        #[test]
+        fn prop_sigmoid(x in -745.0f64..745.0) {
+            check_point(&Sigmoid, 0, x, unit, ULPS);
+            check_point(&Sigmoid, 0, x as f32, unit, ULPS);
+        }
+
+        #[test]
+        fn prop_sigmoid_inverse(y in 0.0f64..1.0) {
+            prop_assume!(y > 0.0);
+            let (x, l) = Sigmoid.inverse(0, y);
+            prop_assert!(x.is_finite() && l.is_finite());
+            // logit rounds x by ~ε·|x|, which moves σ(x) by ~ε·|x|·y(1 − y).
+            let tol = 4.0 * f64::EPSILON * (y + y * (1.0 - y) * x.abs());
+            prop_assert!((Sigmoid.forward(0, x).0 - y).abs() <= tol);
+        }
+
+        #[test]
+        fn prop_logit(y in 0.0f64..=1.0) {
+            check_point(&Logit, 0, y, any_finite, ULPS);
+            check_point(&Logit, 0, y as f32, any_finite, ULPS);
+        }
+
+        #[test]
+        fn prop_tanh(x in -400.0f64..400.0) {
+            check_point(&Tanh, 0, x, open_pm1, ULPS);
+            check_point(&Tanh, 0, x as f32, open_pm1, ULPS);
+        }
+
+        #[test]
+        fn prop_atanh(x in -1.0f64..=1.0) {
+            check_point(&Atanh, 0, x, any_finite, ULPS);
+            check_point(&Atanh, 0, x as f32, any_finite, ULPS);
+        }
+
+        #[test]
+        fn prop_softplus(x in -745.0f64..1e6) {
+            check_point(&Softplus, 0, x, positive, ULPS);
+            check_point(&Softplus, 0, x as f32, positive, ULPS);
+        }
+
+        #[test]
+        fn prop_softplus_inverse(e in -320.0f64..300.0) {
+            let y = 10f64.powf(e);
+            let (x, l) = Softplus.inverse(0, y);
+            prop_assert!(x.is_finite() && l.is_finite());
+            let y32 = y as f32;
+            let (x, l) = Softplus.inverse(0, y32);
+            if y32 > 0.0 && y32.is_finite() {
+                prop_assert!(x.is_finite() && l.is_finite());
+            } else {
+                prop_assert!(l == f32::NEG_INFINITY);
+            }
+        }
+
+        #[test]
+        fn prop_exp(x in -800.0f64..800.0) {
+            check_point(&Exp, 0, x, positive, ULPS);
+            check_point(&Exp, 0, x as f32, positive, ULPS);
+        }
+
+        #[test]
+        fn prop_log(e in -330.0f64..308.0) {
+            let x = 10f64.powf(e);
+            check_point(&Log, 0, x, any_finite, ULPS);
+            if (x as f32).is_finite() {
+                check_point(&Log, 0, x as f32, any_finite, ULPS);
+            }
+        }
+
+        #[test]
+        fn prop_leaky_relu(x in -1e6f64..1e6) {
+            check_point(&leaky::<f64>(), 0, x, any_finite, ULPS);
+            check_point(&leaky::<f32>(), 0, x as f32, any_finite, ULPS);
+        }
+
+        #[test]
+        fn prop_any_finite_input_never_gives_nan(bits in any::<u64>()) {
+            // Random finite f64 values of every magnitude, fed to every kernel (forward
+            // only where in the domain); inverses on any input never return a NaN log-det.
+            let x = f64::from_bits(bits);
+            prop_assume!(x.is_finite());
+            let x32 = x as f32;
+            fn no_nan<F: Float>(v: (F, F)) -> bool {
+                !v.0.is_nan() && !v.1.is_nan()
+            }
+            prop_assert!(no_nan(affine::<f64>().forward(0, x)));
+            prop_assert!(no_nan(scale::<f64>().forward(1, x)));
+            prop_assert!(no_nan(Sigmoid.forward(0, x)) && no_nan(Sigmoid.forward(0, x32)));
+            prop_assert!(no_nan(Tanh.forward(0, x)) && no_nan(Tanh.forward(0, x32)));
+            prop_assert!(no_nan(Softplus.forward(0, x)) && no_nan(Softplus.forward(0, x32)));
+            prop_assert!(no_nan(Exp.forward(0, x)) && no_nan(Exp.forward(0, x32)));
+            prop_assert!(no_nan(leaky::<f64>().forward(0, x)));
+            if x.abs() <= 1.0 {
+                prop_assert!(no_nan(Atanh.forward(0, x)) && no_nan(Atanh.forward(0, x32)));
+            }
+            if (0.0..=1.0).contains(&x) {
+                prop_assert!(no_nan(Logit.forward(0, x)) && no_nan(Logit.forward(0, x32)));
+            }
+            if x >= 0.0 {
+                prop_assert!(no_nan(Log.forward(0, x)) && no_nan(Log.forward(0, x32)));
+            }
+            // Inverses: the log-det is never NaN (−∞ outside the codomain).
+            prop_assert!(!Sigmoid.inverse(0, x).1.is_nan());
+            prop_assert!(!Sigmoid.inverse(0, x32).1.is_nan());
+            prop_assert!(!Tanh.inverse(0, x).1.is_nan());
+            prop_assert!(!Softplus.inverse(0, x).1.is_nan());
+            prop_assert!(!Softplus.inverse(0, x32).1.is_nan());
+            prop_assert!(!Exp.inverse(0, x).1.is_nan());
+            prop_assert!(!Elementwise::<f64>::inverse(&Logit, 0, x).1.is_nan());
+            prop_assert!(!Elementwise::<f64>::inverse(&Atanh, 0, x).1.is_nan());
+            prop_assert!(!Elementwise::<f64>::inverse(&Log, 0, x).1.is_nan());
+            prop_assert!(!affine::<f64>().inverse(0, x).1.is_nan());
+            prop_assert!(!leaky::<f64>().inverse(0, x).1.is_nan());
+        }
+    }
+}
