@@ -27,11 +27,29 @@ pub enum FinalSupport {
     AllCoordinates(Support),
 }
 
-/// A rule on a generic dimension `D`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DimRule {
-    AtLeast(u64, String),
-    Equals(u64, String),
+/// A rule on a generic dimension `D`, asserted where the token that needs it was written.
+#[derive(Debug, Clone)]
+pub struct DimRule {
+    pub bound: DimBound,
+    pub message: String,
+    pub span: Span,
+}
+
+/// What a [`DimRule`] requires of `D`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DimBound {
+    AtLeast(u64),
+    Equals(u64),
+}
+
+impl DimRule {
+    fn new(bound: DimBound, span: Span, message: impl Into<String>) -> Self {
+        DimRule {
+            bound,
+            message: message.into(),
+            span,
+        }
+    }
 }
 
 /// Checks a lowered flow. `complete` is false when lowering dropped layers; the chain-wide
@@ -46,13 +64,17 @@ pub fn check(flow: &Flow, complete: bool) -> Result<Checked, Vec<Error>> {
             "`dim = 0`: a flow needs at least one coordinate; use `dim = 1` or more",
         ));
     }
-    if matches!(flow.dim, Dim::Generic(_)) {
-        dim_rules.push(DimRule::AtLeast(1, "flow!: dim must be at least 1".into()));
+    if let Dim::Generic(ident) = &flow.dim {
+        let message = "flow!: a flow needs dim >= 1; instantiate it with a positive dimension";
+        dim_rules.push(DimRule::new(DimBound::AtLeast(1), ident.span(), message));
     }
     for layer in &flow.layers {
         check_layer(layer, known.filter(|&d| d > 0), &mut errors, &mut dim_rules);
     }
-    let final_support = if complete && errors.is_empty() {
+    if !matches!(flow.dim, Dim::Generic(_)) {
+        dim_rules.clear();
+    }
+    let final_support = if complete {
         track_supports(flow, &mut errors)
     } else {
         None
@@ -74,15 +96,13 @@ fn check_layer(
     dim_rules: &mut Vec<DimRule>,
 ) {
     match &layer.kind {
-        LayerKind::LeakyRelu { slope } if slope.value <= 0.0 => errors.push(Error::new(
-            slope.span,
-            format!(
+        LayerKind::LeakyRelu { slope } if slope.value <= 0.0 => errors.push(
+            slope.place.error(format!(
                 "`leaky_relu(slope = {})` is not a bijection: a slope ≤ 0 folds or flattens the negative side; use a positive slope such as `slope = 0.01`",
                 slope.value
-            ),
-        )),
-        LayerKind::Scale(Some(c)) if c.value == 0.0 => errors.push(Error::new(
-            c.span,
+            )),
+        ),
+        LayerKind::Scale(Some(c)) if c.value == 0.0 => errors.push(c.place.error(
             "`scale(0.0)` is not a bijection: it sends every value to 0; use a non-zero factor, or a learnable `scale`",
         )),
         LayerKind::Permute(PermuteSpec::Explicit { perm, span }) => check_permutation(perm, *span, dim, errors, dim_rules),
@@ -120,7 +140,11 @@ fn check_permutation(
             format!("this permutation has {} entries but the flow has dim = {d}; list each of the {d} indices once", perm.len()),
         )),
         Some(_) => {}
-        None => dim_rules.push(DimRule::Equals(n, format!("flow!: permute([..]) lists {n} indices, so dim must be {n}"))),
+        None => dim_rules.push(DimRule::new(
+            DimBound::Equals(n),
+            span,
+            format!("flow!: this permutation lists {n} indices, so the flow's dim must be {n}: instantiate it with {n}, or change the list"),
+        )),
     }
 }
 
@@ -133,10 +157,7 @@ fn check_coupling(
 ) {
     for &(h, hspan) in &spec.hidden {
         if h == 0 {
-            errors.push(Error::new(
-                hspan,
-                "a hidden layer needs at least 1 unit; use a width like 64",
-            ));
+            errors.push(hspan.error("a hidden layer needs at least 1 unit; use a width like 64"));
         }
     }
     match &spec.mask {
@@ -158,9 +179,10 @@ fn check_coupling(
                 }
             } else {
                 let n = kept.len() as u64;
-                dim_rules.push(DimRule::Equals(
-                    n,
-                    format!("flow!: coupling mask has {n} entries, so dim must be {n}"),
+                dim_rules.push(DimRule::new(
+                    DimBound::Equals(n),
+                    *mask_span,
+                    format!("flow!: this coupling mask has {n} entries, so the flow's dim must be {n}: instantiate it with {n}, or change the mask"),
                 ));
             }
         }
@@ -174,9 +196,10 @@ fn check_coupling(
                     ));
                 }
             }
-            None => dim_rules.push(DimRule::AtLeast(
-                2,
-                "flow!: a coupling needs dim >= 2 (one kept and one transformed coordinate)".into(),
+            None => dim_rules.push(DimRule::new(
+                DimBound::AtLeast(2),
+                span,
+                "flow!: a coupling needs dim >= 2 (one kept and one transformed coordinate): instantiate the flow with a dimension of at least 2",
             )),
         },
     }
@@ -242,6 +265,17 @@ fn step(coords: Coordinates, layer: &Layer, errors: &mut Vec<Error>) -> Option<C
                     perm.iter().map(|&p| p as usize).collect::<Vec<_>>()
                 }
             };
+            let mut sorted = perm.clone();
+            sorted.sort_unstable();
+            if sorted != (0..c.len()).collect::<Vec<_>>() {
+                // An invalid permutation (already reported): any coordinate may land anywhere.
+                let join = c
+                    .iter()
+                    .map(|&(s, _)| s)
+                    .reduce(Support::join)
+                    .unwrap_or(Support::Real);
+                return Some(Coordinates::Known(vec![(join, name); c.len()]));
+            }
             Some(Coordinates::Known(perm.iter().map(|&p| c[p]).collect()))
         }
         (Coordinates::Known(c), LayerKind::Coupling(spec)) => {
@@ -266,7 +300,16 @@ fn step(coords: Coordinates, layer: &Layer, errors: &mut Vec<Error>) -> Option<C
                 let which = if bad.len() == c.len() {
                     "every coordinate".to_string()
                 } else {
-                    format!("coordinates {bad:?}")
+                    match bad.as_slice() {
+                        [one] => format!("coordinate {one}"),
+                        many => format!(
+                            "coordinates {}",
+                            many.iter()
+                                .map(usize::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
                 };
                 errors.push(domain_error(layer, &which, c[first]));
                 return None;
@@ -324,7 +367,7 @@ mod tests {
     fn run(tokens: proc_macro2::TokenStream) -> Result<Checked, Vec<String>> {
         let lowered = lower(&parse(tokens).unwrap());
         assert!(lowered.errors.is_empty(), "lowering: {:?}", lowered.errors);
-        check(&lowered.flow.unwrap(), lowered.complete)
+        check(&lowered.flow, lowered.complete)
             .map_err(|e| e.iter().map(|e| e.to_string()).collect())
     }
 
@@ -399,11 +442,7 @@ mod tests {
         let c =
             run(quote!(pub struct S<const D: usize> { dim = D; coupling(mask = [1, 0, 1]); tanh }))
                 .unwrap();
-        assert!(
-            c.dim_rules
-                .iter()
-                .any(|r| matches!(r, DimRule::Equals(3, _)))
-        );
+        assert!(c.dim_rules.iter().any(|r| r.bound == DimBound::Equals(3)));
         assert_eq!(
             c.final_support,
             FinalSupport::AllCoordinates(Support::Symmetric)

@@ -5,7 +5,7 @@
 use proc_macro2::Span;
 use syn::Ident;
 
-use crate::parse::ItemHeader;
+use crate::parse::{ItemHeader, Place};
 
 /// A checked-to-be-well-formed flow declaration.
 #[derive(Debug, Clone)]
@@ -22,8 +22,13 @@ pub struct Flow {
 /// The flow's dimension: a literal, or a const generic parameter of the item.
 #[derive(Debug, Clone)]
 pub enum Dim {
-    Literal { value: u64, span: Span },
+    Literal {
+        value: u64,
+        span: Span,
+    },
     Generic(Ident),
+    /// Missing or invalid (already reported): dimension rules wait until it is fixed.
+    Invalid,
 }
 
 impl Dim {
@@ -31,7 +36,7 @@ impl Dim {
     pub fn known(&self) -> Option<usize> {
         match self {
             Dim::Literal { value, .. } => usize::try_from(*value).ok(),
-            Dim::Generic(_) => None,
+            Dim::Generic(_) | Dim::Invalid => None,
         }
     }
 }
@@ -64,7 +69,7 @@ pub struct Layer {
 #[derive(Debug, Clone, Copy)]
 pub struct Num {
     pub value: f64,
-    pub span: Span,
+    pub place: Place,
 }
 
 /// Every layer kind and its typed options. What each kind means — its domain, its
@@ -107,8 +112,8 @@ pub enum PermuteSpec {
 pub struct CouplingSpec {
     pub mask: MaskSpec,
     pub transform: CouplingTransform,
-    /// Hidden widths with their spans.
-    pub hidden: Vec<(u64, Span)>,
+    /// Hidden widths with where they were written.
+    pub hidden: Vec<(u64, Place)>,
     pub activation: Activation,
 }
 

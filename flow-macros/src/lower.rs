@@ -9,14 +9,14 @@ use crate::ir::{
     Activation, Base, CouplingSpec, CouplingTransform, Dim, FloatType, Flow, Layer, LayerKind,
     MaskSpec, Num, PermuteSpec,
 };
-use crate::parse::{Arg, Call, FlowSyntax, ItemHeader, Number, Stmt, Value};
+use crate::parse::{Arg, Call, FlowSyntax, ItemHeader, Number, Place, Stmt, Value};
 use crate::suggest::did_you_mean;
 use crate::table;
 
 /// The IR of the flow (with the layers that could be read) and the errors found.
 /// `complete` is false when some layer could not be read, so chain-wide rules must wait.
 pub struct Lowered {
-    pub flow: Option<Flow>,
+    pub flow: Flow,
     pub complete: bool,
     pub errors: Vec<Error>,
 }
@@ -27,6 +27,9 @@ pub fn lower(syntax: &FlowSyntax) -> Lowered {
         errors: Vec::new(),
         header: syntax.header.as_ref(),
     };
+    if let Some(header) = &syntax.header {
+        cx.generics(header);
+    }
     let mut settings = Settings::default();
     let mut layers = Vec::new();
     let mut complete = true;
@@ -37,7 +40,8 @@ pub fn lower(syntax: &FlowSyntax) -> Lowered {
         }
     }
     let dim = match settings.dim {
-        Some(dim) => Some(dim),
+        Some(dim) => dim,
+        None if settings.dim_written => Dim::Invalid,
         None => {
             let span = syntax
                 .header
@@ -47,7 +51,7 @@ pub fn lower(syntax: &FlowSyntax) -> Lowered {
                 span,
                 "a flow needs its dimension: start the body with `dim = 2;` (a number, or a const generic parameter such as `dim = D;`)",
             ));
-            None
+            Dim::Invalid
         }
     };
     if layers.is_empty() && complete {
@@ -61,13 +65,13 @@ pub fn lower(syntax: &FlowSyntax) -> Lowered {
         ));
         complete = false;
     }
-    let flow = dim.map(|dim| Flow {
+    let flow = Flow {
         header: syntax.header.clone(),
         dim,
         base: settings.base.unwrap_or(Base::Normal),
         float: settings.float.unwrap_or(FloatType::F32),
         layers,
-    });
+    };
     Lowered {
         flow,
         complete,
@@ -78,6 +82,8 @@ pub fn lower(syntax: &FlowSyntax) -> Lowered {
 #[derive(Default)]
 struct Settings {
     dim: Option<Dim>,
+    /// A `dim = …` was written, valid or not (so a bad one is not also reported missing).
+    dim_written: bool,
     base: Option<Base>,
     float: Option<FloatType>,
 }
@@ -88,18 +94,38 @@ struct Lowering<'a> {
 }
 
 impl Lowering<'_> {
-    fn error(&mut self, span: Span, message: impl Into<String>) {
-        self.errors.push(Error::new(span, message.into()));
+    fn error(&mut self, place: impl Into<Place>, message: impl Into<String>) {
+        self.errors.push(place.into().error(message.into()));
+    }
+
+    /// A flow struct's only generic parameters are `const D: usize` dimensions.
+    fn generics(&mut self, header: &ItemHeader) {
+        for param in &header.generics.params {
+            match param {
+                GenericParam::Const(c) if is_usize(&c.ty) => {}
+                GenericParam::Const(c) => self.errors.push(Error::new_spanned(
+                    &c.ty,
+                    format!("a flow's dimension parameter must be a `usize`: write `const {}: usize`", c.ident),
+                )),
+                other => self.errors.push(Error::new_spanned(
+                    other,
+                    "a flow struct takes only const dimension parameters, like `struct Chain<const D: usize>`; the float type is chosen with `float = f32 | f64`",
+                )),
+            }
+        }
     }
 
     fn setting(&mut self, settings: &mut Settings, key: &Ident, value: &Value) {
         let name = key.to_string();
         let duplicate = match name.as_str() {
-            "dim" => settings.dim.is_some(),
+            "dim" => std::mem::replace(&mut settings.dim_written, true),
             "base" => settings.base.is_some(),
             "float" => settings.float.is_some(),
             _ => {
                 let hint = did_you_mean(&name, table::SETTINGS.iter().copied());
+                if hint.contains("`dim`") {
+                    settings.dim_written = true;
+                }
                 self.error(
                     key.span(),
                     format!("unknown setting `{name}`{hint} (the settings are `dim = N`, `base = normal | uniform` and `float = f32 | f64`)"),
@@ -122,6 +148,14 @@ impl Lowering<'_> {
             _ => {
                 settings.float = self
                     .choice(value, table::FLOATS, "`float`")
+                    // An unknown float falls back to its suggestion, so the stub has the
+                    // type the user meant and no follow-on type errors appear.
+                    .or_else(|| match value {
+                        Value::Ident(i) => {
+                            crate::suggest::closest(&i.to_string(), table::FLOATS.iter().copied())
+                        }
+                        _ => None,
+                    })
                     .map(|f| match f {
                         "f64" => FloatType::F64,
                         _ => FloatType::F32,
@@ -134,9 +168,17 @@ impl Lowering<'_> {
         match value {
             Value::Number(n) if n.is_integer && n.value >= 0.0 => Some(Dim::Literal {
                 value: n.value as u64,
-                span: n.span,
+                span: n.place.last,
             }),
-            Value::Ident(ident) if self.is_const_param(ident) => Some(Dim::Generic(ident.clone())),
+            Value::Ident(ident) if self.const_param(ident).is_some() => {
+                // A non-`usize` parameter was reported with the generics.
+                let usize_param = self.const_param(ident).is_some_and(|c| is_usize(&c.ty));
+                Some(if usize_param {
+                    Dim::Generic(ident.clone())
+                } else {
+                    Dim::Invalid
+                })
+            }
             Value::Ident(ident) => {
                 self.error(
                     ident.span(),
@@ -146,7 +188,7 @@ impl Lowering<'_> {
             }
             other => {
                 self.error(
-                    other.span(),
+                    other.place(),
                     format!("`dim` must be a non-negative integer like `dim = 2` or a const generic parameter, found {}", other.describe()),
                 );
                 None
@@ -154,12 +196,11 @@ impl Lowering<'_> {
         }
     }
 
-    fn is_const_param(&self, ident: &Ident) -> bool {
-        self.header.is_some_and(|h| {
-            h.generics
-                .params
-                .iter()
-                .any(|p| matches!(p, GenericParam::Const(c) if c.ident == *ident))
+    /// The const generic parameter named `ident`, if the struct declares one.
+    fn const_param(&self, ident: &Ident) -> Option<&syn::ConstParam> {
+        self.header?.generics.params.iter().find_map(|p| match p {
+            GenericParam::Const(c) if c.ident == *ident => Some(c),
+            _ => None,
         })
     }
 
@@ -318,7 +359,7 @@ impl Lowering<'_> {
                     entry.name, entry.positional, entry.usage
                 )
             };
-            self.error(extra.span(), message);
+            self.error(extra.place(), message);
             ok = false;
         }
         args.positional.truncate(entry.positional);
@@ -335,7 +376,10 @@ impl Lowering<'_> {
     fn leaky_relu(&mut self, args: &Args, span: Span) -> Option<LayerKind> {
         let slope = match args.get("slope") {
             Some(v) => self.number(v, "`slope`")?,
-            None => Num { value: 0.01, span },
+            None => Num {
+                value: 0.01,
+                place: span.into(),
+            },
         };
         Some(LayerKind::LeakyRelu { slope })
     }
@@ -345,7 +389,7 @@ impl Lowering<'_> {
         match (args.positional.first(), args.get("seed")) {
             (Some(_), Some(seed)) => {
                 self.error(
-                    seed.span(),
+                    seed.place(),
                     format!("give `permute` one order, not both; write {how}"),
                 );
                 None
@@ -372,7 +416,7 @@ impl Lowering<'_> {
                     Value::Ident(i) => did_you_mean(&i.to_string(), ["reverse", "seed"]),
                     _ => String::new(),
                 };
-                self.error(other.span(), format!("`permute` takes `reverse`, `seed = k` or a list of indices{hint} (write {how})"));
+                self.error(other.place(), format!("`permute` takes `reverse`, `seed = k` or a list of indices{hint} (write {how})"));
                 None
             }
             (None, None) => {
@@ -408,7 +452,7 @@ impl Lowering<'_> {
                 .collect::<Option<Vec<_>>>(),
             Some(other) => {
                 self.error(
-                    other.span(),
+                    other.place(),
                     format!(
                         "`hidden` is a list of layer widths like `hidden = [64, 64]`, found {}",
                         other.describe()
@@ -416,7 +460,7 @@ impl Lowering<'_> {
                 );
                 None
             }
-            None => Some(vec![(64, span), (64, span)]),
+            None => Some(vec![(64, span.into()), (64, span.into())]),
         };
         let activation = match args.get("activation") {
             Some(v) => self
@@ -449,7 +493,7 @@ impl Lowering<'_> {
                             ..
                         }) if *value == 0.0 || *value == 1.0 => kept.push(*value == 1.0),
                         other => {
-                            self.error(other.span(), "an explicit mask holds 1 (keep the coordinate) or 0 (transform it), e.g. `mask = [1, 0, 1]`");
+                            self.error(other.place(), format!("an explicit mask holds 1 (keep the coordinate) or 0 (transform it), e.g. `mask = [1, 0, 1]`; found {}", other.describe()));
                             return None;
                         }
                     }
@@ -492,7 +536,7 @@ impl Lowering<'_> {
             }
             other => {
                 self.error(
-                    other.span(),
+                    other.place(),
                     format!("{what} expects one of {list}, found {}", other.describe()),
                 );
                 None
@@ -504,11 +548,11 @@ impl Lowering<'_> {
         match value {
             Value::Number(n) => Some(Num {
                 value: n.value,
-                span: n.span,
+                place: n.place,
             }),
             other => {
                 self.error(
-                    other.span(),
+                    other.place(),
                     format!(
                         "{what} expects a number like `1.5`, found {}",
                         other.describe()
@@ -520,12 +564,12 @@ impl Lowering<'_> {
     }
 
     /// A non-negative integer.
-    fn count(&mut self, value: &Value, what: &str) -> Option<(u64, Span)> {
+    fn count(&mut self, value: &Value, what: &str) -> Option<(u64, Place)> {
         match value {
-            Value::Number(n) if n.is_integer && n.value >= 0.0 => Some((n.value as u64, n.span)),
+            Value::Number(n) if n.is_integer && n.value >= 0.0 => Some((n.value as u64, n.place)),
             other => {
                 self.error(
-                    other.span(),
+                    other.place(),
                     format!(
                         "{what} expects a non-negative integer, found {}",
                         other.describe()
@@ -535,6 +579,10 @@ impl Lowering<'_> {
             }
         }
     }
+}
+
+pub(crate) fn is_usize(ty: &syn::Type) -> bool {
+    matches!(ty, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("usize"))
 }
 
 struct Args<'c> {
@@ -568,7 +616,7 @@ mod tests {
             quote!(dim = 2; repeat(2) { coupling(mask = even); permute(reverse) }; sigmoid),
         );
         assert!(l.errors.is_empty(), "{:?}", messages(&l));
-        let flow = l.flow.unwrap();
+        let flow = l.flow;
         assert_eq!(flow.layers.len(), 5);
         let LayerKind::Coupling(c) = &flow.layers[0].kind else {
             panic!()
@@ -642,7 +690,7 @@ mod tests {
     #[test]
     fn generic_dim_must_be_a_const_parameter() {
         let ok = lower(&parse(quote!(pub struct S<const D: usize> { dim = D; affine })).unwrap());
-        assert!(matches!(ok.flow.unwrap().dim, Dim::Generic(_)));
+        assert!(matches!(ok.flow.dim, Dim::Generic(_)));
         let bad = lower(&parse(quote!(pub struct S { dim = D; affine })).unwrap());
         assert!(messages(&bad)[0].contains("not a const generic parameter"));
     }

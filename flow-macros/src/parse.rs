@@ -15,7 +15,6 @@
 
 use proc_macro2::{Span, TokenStream};
 use syn::parse::{Parse, ParseStream};
-use syn::spanned::Spanned;
 use syn::{Attribute, Generics, Ident, Token, Visibility, braced, bracketed, parenthesized};
 
 /// A whole `flow!` invocation.
@@ -74,27 +73,59 @@ pub struct Number {
     pub value: f64,
     /// Written without a decimal point or exponent.
     pub is_integer: bool,
-    pub span: Span,
+    /// As written, e.g. `-0.5`.
+    pub text: String,
+    pub place: Place,
+}
+
+/// Where a value was written: its first and last tokens, so that an error underlines all
+/// of `-0.5` and not only `0.5`.
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    pub first: Span,
+    pub last: Span,
+}
+
+impl From<Span> for Place {
+    fn from(span: Span) -> Self {
+        Place {
+            first: span,
+            last: span,
+        }
+    }
+}
+
+impl Place {
+    /// An error underlining the whole place.
+    pub fn error(self, message: impl std::fmt::Display) -> syn::Error {
+        let mut first = proc_macro2::Punct::new('-', proc_macro2::Spacing::Alone);
+        first.set_span(self.first);
+        let mut last = proc_macro2::Punct::new('-', proc_macro2::Spacing::Alone);
+        last.set_span(self.last);
+        let tokens: TokenStream = [proc_macro2::TokenTree::from(first), last.into()]
+            .into_iter()
+            .collect();
+        syn::Error::new_spanned(tokens, message)
+    }
 }
 
 impl Value {
-    pub fn span(&self) -> Span {
+    pub fn place(&self) -> Place {
         match self {
-            Value::Number(n) => n.span,
-            Value::Ident(i) => i.span(),
-            Value::List { span, .. } => *span,
-            Value::Call(c) => c.name.span(),
+            Value::Number(n) => n.place,
+            Value::Ident(i) => i.span().into(),
+            Value::List { span, .. } => (*span).into(),
+            Value::Call(c) => c.name.span().into(),
         }
     }
 
-    /// How the value reads to a user, for messages ("a number", "a list", …).
-    pub fn describe(&self) -> &'static str {
+    /// How the value reads to a user, for messages ("the number `-1`", "a list", …).
+    pub fn describe(&self) -> String {
         match self {
-            Value::Number(n) if n.is_integer => "an integer",
-            Value::Number(_) => "a number",
-            Value::Ident(_) => "a name",
-            Value::List { .. } => "a list",
-            Value::Call(_) => "a call",
+            Value::Number(n) => format!("the number `{}`", n.text),
+            Value::Ident(i) => format!("the name `{i}`"),
+            Value::List { .. } => "a list".into(),
+            Value::Call(c) => format!("the call `{}(…)`", c.name),
         }
     }
 }
@@ -136,6 +167,33 @@ impl Parse for FlowSyntax {
             })
         }
     }
+}
+
+/// The header of an item-form invocation whose body does not parse, so that the error
+/// stub can still define the type.
+pub fn header_only(tokens: TokenStream) -> Option<ItemHeader> {
+    struct HeaderOnly(Option<ItemHeader>);
+    impl Parse for HeaderOnly {
+        fn parse(input: ParseStream) -> syn::Result<Self> {
+            if !starts_item(input) {
+                input.parse::<TokenStream>()?;
+                return Ok(HeaderOnly(None));
+            }
+            let attrs = input.call(Attribute::parse_outer)?;
+            let vis: Visibility = input.parse()?;
+            input.parse::<Token![struct]>()?;
+            let ident: Ident = input.parse()?;
+            let generics: Generics = input.parse()?;
+            input.parse::<TokenStream>()?;
+            Ok(HeaderOnly(Some(ItemHeader {
+                attrs,
+                vis,
+                ident,
+                generics,
+            })))
+        }
+    }
+    syn::parse2::<HeaderOnly>(tokens).ok().and_then(|h| h.0)
 }
 
 /// Whether the input is the named item form (`… struct Name { … }`).
@@ -250,18 +308,35 @@ fn parse_value(input: ParseStream) -> syn::Result<Value> {
 fn parse_number(input: ParseStream) -> syn::Result<Number> {
     let minus: Option<Token![-]> = input.parse()?;
     let sign = if minus.is_some() { -1.0 } else { 1.0 };
-    let (value, is_integer, span) = if input.peek(syn::LitInt) {
+    let (value, is_integer, text, span) = if input.peek(syn::LitInt) {
         let lit: syn::LitInt = input.parse()?;
-        (lit.base10_parse::<u64>()? as f64, true, lit.span())
+        (
+            lit.base10_parse::<u64>()? as f64,
+            true,
+            lit.to_string(),
+            lit.span(),
+        )
     } else {
         let lit: syn::LitFloat = input.parse()?;
-        (lit.base10_parse::<f64>()?, false, lit.span())
+        (
+            lit.base10_parse::<f64>()?,
+            false,
+            lit.to_string(),
+            lit.span(),
+        )
     };
-    let span = minus.map_or(span, |m| m.span().join(span).unwrap_or(span));
+    let first = minus.map_or(span, |m| m.span);
+    let text = if minus.is_some() {
+        format!("-{text}")
+    } else {
+        text
+    };
+    let place = Place { first, last: span };
     Ok(Number {
         value: sign * value,
         is_integer,
-        span,
+        text,
+        place,
     })
 }
 

@@ -2,33 +2,45 @@
 //! parse → lower to IR → check → expand (or errors plus a stub).
 
 use proc_macro2::TokenStream;
+use quote::quote;
 
+use crate::ir::{Dim, FloatType};
 use crate::{check, expand, lower, parse};
 
 /// Expands one `flow!` invocation.
 pub fn flow(tokens: TokenStream) -> TokenStream {
-    let syntax = match parse::parse(tokens) {
+    let syntax = match parse::parse(tokens.clone()) {
         Ok(syntax) => syntax,
         Err(error) => {
-            let stub = expand::stub(None);
-            let error = error.into_compile_error();
-            return quote::quote!({ #error #stub });
+            // Still define the type, if its header can be read, so uses of it do not fail too.
+            let header = parse::header_only(tokens);
+            let stub = expand::stub(header.as_ref(), &Dim::Invalid, FloatType::F32);
+            return with_errors(header.is_some(), [error], stub);
         }
     };
     let lowered = lower::lower(&syntax);
     let mut errors = lowered.errors;
-    if let Some(flow) = &lowered.flow {
-        match check::check(flow, lowered.complete) {
-            Ok(checked) if errors.is_empty() => return expand::expand(flow, &checked),
-            Ok(_) => {}
-            Err(more) => errors.extend(more),
-        }
+    let flow = &lowered.flow;
+    match check::check(flow, lowered.complete) {
+        Ok(checked) if errors.is_empty() => return expand::expand(flow, &checked),
+        Ok(_) => {}
+        Err(more) => errors.extend(more),
     }
-    let errors = errors.iter().map(syn::Error::to_compile_error);
-    let stub = expand::stub(Some(&syntax));
-    match syntax.header {
-        Some(_) => quote::quote!(#(#errors)* #stub),
-        None => quote::quote!({ #(#errors)* #stub }),
+    let stub = expand::stub(flow.header.as_ref(), &flow.dim, flow.float);
+    with_errors(flow.header.is_some(), errors, stub)
+}
+
+/// The errors and the stub, as items (named form) or as a block ending in a value.
+fn with_errors(
+    item: bool,
+    errors: impl IntoIterator<Item = syn::Error>,
+    stub: TokenStream,
+) -> TokenStream {
+    let errors = errors.into_iter().map(|e| e.to_compile_error());
+    if item {
+        quote!(#(#errors)* #stub)
+    } else {
+        quote!({ #(#errors)* #stub <DeclaredFlow as ::core::default::Default>::default() })
     }
 }
 
@@ -57,6 +69,14 @@ mod tests {
         let code = flow(quote!(pub struct Bad { dim = 2; afine; relu })).to_string();
         assert_eq!(code.matches("compile_error").count(), 2, "{code}");
         assert!(code.contains("pub struct Bad"), "{code}");
+    }
+
+    #[test]
+    fn a_syntax_error_in_the_item_form_still_defines_the_type() {
+        let code = flow(quote!(pub struct Broken { dim = 2; affine sigmoid })).to_string();
+        assert_eq!(code.matches("compile_error").count(), 1, "{code}");
+        assert!(code.contains("pub struct Broken"), "{code}");
+        assert!(!code.starts_with('{'), "{code}");
     }
 
     #[test]

@@ -1,7 +1,36 @@
 //! "Did you mean …?" for unknown names: the closest candidate by edit distance.
 
-/// The candidate closest to `word`, if it is close enough to be a likely typo.
+/// Words from other libraries and papers, and what flowgen calls them.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("gaussian", "normal"),
+    ("standard_normal", "normal"),
+    ("diag_normal", "normal"),
+    ("float32", "f32"),
+    ("float64", "f64"),
+    ("double", "f64"),
+    ("reversed", "reverse"),
+    ("flip", "reverse"),
+    ("leakyrelu", "leaky_relu"),
+    ("prelu", "leaky_relu"),
+    ("realnvp", "coupling"),
+    ("affine_coupling", "coupling"),
+    ("sigmoid_inverse", "logit"),
+    ("checkerboard", "even"),
+    ("swish", "silu"),
+    ("translate", "shift"),
+    ("loc", "shift"),
+];
+
+/// The candidate closest to `word`, if it is close enough to be a likely typo (or a
+/// known synonym).
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let candidates: Vec<&'a str> = candidates.into_iter().collect();
+    let lower = word.to_lowercase();
+    if let Some(&(_, target)) = SYNONYMS.iter().find(|(from, _)| *from == lower) {
+        if let Some(found) = candidates.iter().find(|c| **c == target) {
+            return Some(found);
+        }
+    }
     let limit = (word.chars().count() / 3).max(1) + usize::from(word.len() > 6);
     candidates
         .into_iter()
@@ -55,6 +84,8 @@ mod tests {
         assert_eq!(closest("sigmiod", names), Some("sigmoid"));
         assert_eq!(closest("softpuls", names), Some("softplus"));
         assert_eq!(closest("zebra", names), None);
+        assert_eq!(closest("realnvp", names), Some("coupling"));
+        assert_eq!(closest("gaussian", ["normal", "uniform"]), Some("normal"));
     }
 
     #[test]

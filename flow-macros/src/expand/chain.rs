@@ -7,7 +7,7 @@ use quote::{format_ident, quote};
 use syn::Ident;
 
 use super::{Names, runtime};
-use crate::ir::{Base, Dim, Flow};
+use crate::ir::{Base, Flow};
 
 /// A step of the chain: a run of elementwise layers fused into one pass, or one layer.
 enum Step {
@@ -171,13 +171,7 @@ pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
     let Names { ty, float, .. } = names;
     let generics = generics(flow);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let dim = match &flow.dim {
-        Dim::Literal { value, .. } => {
-            let d = proc_macro2::Literal::u64_unsuffixed(*value);
-            quote!(#d)
-        }
-        Dim::Generic(ident) => quote!(#ident),
-    };
+    let dim = super::dim_tokens(&flow.dim);
     let point = quote!([#float; #dim]);
     let scratch_len = flow
         .layers

@@ -3,11 +3,11 @@
 //! and — when the flow has errors — a stub of the type so no follow-on errors appear.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
 use syn::Ident;
 
 use crate::check::Checked;
-use crate::ir::{FloatType, Flow, Layer};
+use crate::ir::{Dim, FloatType, Flow, Layer};
 
 mod chain;
 mod model;
@@ -64,6 +64,18 @@ impl Names {
             float: float_type(flow.float),
             fields: field_names(&flow.layers),
         }
+    }
+}
+
+/// The dimension as a token: the literal, or the const generic parameter. An invalid
+/// dimension (only ever seen by the error stub) becomes 1.
+pub(crate) fn dim_tokens(dim: &Dim) -> TokenStream {
+    match dim {
+        Dim::Literal { value, .. } => {
+            proc_macro2::Literal::u64_unsuffixed(*value).into_token_stream()
+        }
+        Dim::Generic(ident) => ident.into_token_stream(),
+        Dim::Invalid => quote!(1),
     }
 }
 

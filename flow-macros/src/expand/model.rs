@@ -2,11 +2,11 @@
 //! `dim`, and its constructors.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 
 use super::{Names, runtime};
-use crate::check::{Checked, DimRule, FinalSupport};
-use crate::ir::{Dim, Flow, Support};
+use crate::check::{Checked, DimBound, FinalSupport};
+use crate::ir::{Flow, Support};
 
 pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStream {
     let rt = runtime();
@@ -20,13 +20,7 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
         ),
     };
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let dim = match &flow.dim {
-        Dim::Literal { value, .. } => {
-            let d = proc_macro2::Literal::u64_unsuffixed(*value);
-            quote!(#d)
-        }
-        Dim::Generic(ident) => quote!(#ident),
-    };
+    let dim = super::dim_tokens(&flow.dim);
     let types = flow.layers.iter().map(|l| l.kind.runtime_type(&rt, float));
     let dim_expr = quote!(Self::DIM);
     let constructors = flow
@@ -38,17 +32,18 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
         .dim_rules
         .iter()
         .map(|rule| {
-            let (condition, message) = match rule {
-                DimRule::AtLeast(n, m) => {
-                    let n = proc_macro2::Literal::u64_unsuffixed(*n);
-                    (quote!(Self::DIM >= #n), m)
+            let condition = match rule.bound {
+                DimBound::AtLeast(n) => {
+                    let n = proc_macro2::Literal::u64_unsuffixed(n);
+                    quote!(Self::DIM >= #n)
                 }
-                DimRule::Equals(n, m) => {
-                    let n = proc_macro2::Literal::u64_unsuffixed(*n);
-                    (quote!(Self::DIM == #n), m)
+                DimBound::Equals(n) => {
+                    let n = proc_macro2::Literal::u64_unsuffixed(n);
+                    quote!(Self::DIM == #n)
                 }
             };
-            quote!(::core::assert!(#condition, #message);)
+            let message = &rule.message;
+            quote_spanned!(rule.span=> ::core::assert!(#condition, #message);)
         })
         .collect();
     let (rules_const, rules_use) = if rules.is_empty() {

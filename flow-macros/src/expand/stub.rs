@@ -3,17 +3,19 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
+use syn::GenericParam;
 
-use super::{float_type, runtime};
-use crate::ir::FloatType;
-use crate::parse::{FlowSyntax, Stmt, Value};
+use super::{dim_tokens, float_type, runtime};
+use crate::ir::{Dim, FloatType};
+use crate::parse::ItemHeader;
 
-/// The stub for a flow that did not check.
-pub fn stub(syntax: Option<&FlowSyntax>) -> TokenStream {
+/// The stub items for a flow that did not check (wrap them in a block for the expression
+/// form, as for a valid flow).
+pub fn stub(header: Option<&ItemHeader>, dim: &Dim, float: FloatType) -> TokenStream {
     let rt = runtime();
-    let float = float_type(syntax.map_or(FloatType::F32, declared_float));
-    let header = syntax.and_then(|s| s.header.as_ref());
-    let (ty, vis, generics) = match header {
+    let float = float_type(float);
+    let dim = dim_tokens(dim);
+    let (ty, vis, mut generics) = match header {
         Some(h) => (h.ident.clone(), h.vis.clone(), h.generics.clone()),
         None => (
             format_ident!("DeclaredFlow"),
@@ -21,16 +23,31 @@ pub fn stub(syntax: Option<&FlowSyntax>) -> TokenStream {
             syn::Generics::default(),
         ),
     };
+    // Only const dimension parameters are valid (anything else was reported).
+    generics.params = generics
+        .params
+        .into_iter()
+        .filter(|p| matches!(p, GenericParam::Const(_)))
+        .collect();
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let unreachable = quote!(::core::unreachable!("this flow did not compile"));
-    let items = quote! {
+    let point = quote!([#float; #dim]);
+    quote! {
         #[derive(Debug, Clone, PartialEq, Default)]
         #vis struct #ty #impl_generics #where_clause {}
 
+        #[allow(unused_variables, unreachable_code)]
         impl #impl_generics #ty #ty_generics #where_clause {
-            pub fn new<R: #rt::rand::Rng + ?Sized>(_rng: &mut R) -> Self { #unreachable }
+            pub const DIM: usize = #dim;
+            pub const SUPPORT: [#rt::Support; #dim] = [#rt::Support::Real; #dim];
+            pub fn new<R: #rt::rand::Rng + ?Sized>(rng: &mut R) -> Self { #unreachable }
+            pub fn forward_point(&self, z: #point) -> (#point, #float) { #unreachable }
+            pub fn inverse_point(&self, x: #point) -> (#point, #float) { #unreachable }
+            pub fn log_prob_point(&self, x: #point) -> ::core::result::Result<#float, #rt::FlowError> { #unreachable }
+            pub fn sample_point<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point { #unreachable }
         }
 
+        #[allow(unused_variables)]
         impl #impl_generics #rt::Flow<#float> for #ty #ty_generics #where_clause {
             type Base = #rt::StandardNormal;
             fn dim(&self) -> usize { #unreachable }
@@ -38,35 +55,24 @@ pub fn stub(syntax: Option<&FlowSyntax>) -> TokenStream {
             fn layers(&self) -> ::std::vec::Vec<&dyn #rt::Layer<#float>> { #unreachable }
             fn forward_block(
                 &self,
-                _x: #rt::ndarray::ArrayViewMut2<'_, #float>,
-                _log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
-                _ws: &mut #rt::Workspace<#float>,
+                x: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                ws: &mut #rt::Workspace<#float>,
             ) { #unreachable }
         }
 
+        #[allow(unused_variables)]
         impl #impl_generics #rt::Density<#float> for #ty #ty_generics #where_clause {
             fn inverse_block(
                 &self,
-                _x: #rt::ndarray::ArrayViewMut2<'_, #float>,
-                _log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
-                _ws: &mut #rt::Workspace<#float>,
+                x: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                ws: &mut #rt::Workspace<#float>,
             ) { #unreachable }
         }
-    };
-    match header {
-        Some(_) => items,
-        None => quote!({ #items #ty {} }),
-    }
-}
 
-/// `float = f64` if the invocation says so, even when other parts do not check.
-fn declared_float(syntax: &FlowSyntax) -> FloatType {
-    let f64_declared = syntax.stmts.iter().any(|s| {
-        matches!(s, Stmt::Setting { key, value: Value::Ident(v) } if key == "float" && v == "f64")
-    });
-    if f64_declared {
-        FloatType::F64
-    } else {
-        FloatType::F32
+        impl #impl_generics #rt::rand::distr::Distribution<#point> for #ty #ty_generics #where_clause {
+            fn sample<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point { #unreachable }
+        }
     }
 }

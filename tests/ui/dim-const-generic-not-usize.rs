@@ -1,0 +1,5 @@
+flowgen::flow! {
+    pub struct Narrow<const D: u8> { dim = D; affine }
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+flowgen::flow! {
+    pub struct Chain { dim = D; affine; tanh }
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+flowgen::flow! {
+    pub struct Typed<T> { dim = 2; affine }
+}
+
+fn main() {}
