@@ -26,10 +26,10 @@ const SYNONYMS: &[(&str, &str)] = &[
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let candidates: Vec<&'a str> = candidates.into_iter().collect();
     let lower = word.to_lowercase();
-    if let Some(&(_, target)) = SYNONYMS.iter().find(|(from, _)| *from == lower) {
-        if let Some(found) = candidates.iter().find(|c| **c == target) {
-            return Some(found);
-        }
+    if let Some(&(_, target)) = SYNONYMS.iter().find(|(from, _)| *from == lower)
+        && let Some(found) = candidates.iter().find(|c| **c == target)
+    {
+        return Some(found);
     }
     let limit = (word.chars().count() / 3).max(1) + usize::from(word.len() > 6);
     candidates

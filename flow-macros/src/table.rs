@@ -209,8 +209,11 @@ impl LayerKind {
                 _ => Real,
             },
             LayerKind::Scale(None) => Real,
-            // The identity on positive values.
-            LayerKind::LeakyRelu { .. } => input,
+            // The identity on positive values; a slope ≤ 1 also keeps (−1, 1).
+            LayerKind::LeakyRelu { slope } => match input {
+                Symmetric if slope.value > 1.0 => Real,
+                other => other,
+            },
             LayerKind::Permute(_) | LayerKind::Coupling(_) => Real,
         }
     }

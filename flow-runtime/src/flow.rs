@@ -136,7 +136,9 @@ pub trait Density<F: Float>: Flow<F> {
             {
                 self.inverse_block(yb, lb, &mut scratch.layers);
             }
-        })
+        });
+        // A row that left some layer's domain may carry NaN past that layer: it is -inf.
+        log_det.mapv_inplace(finite_or_minus_infinity);
     }
 
     /// `log p(x)` of each row: finite inside the flow's support, `-inf` outside it, never

@@ -1,0 +1,238 @@
+//! Heap use, measured by a counting global allocator (per thread, so parallel tests do not
+//! disturb each other).
+//!
+//! * The point API (`forward_point`, `inverse_point`, `log_prob_point`, `sample_point`,
+//!   `rng.sample(&model)`) allocates nothing, for coupling flows included.
+//! * The batch API's thread-local workspace stops growing after the first call of a
+//!   given size, and every further call of that size allocates the same number of times.
+//!   That number is not just the returned arrays: matrixmultiply (behind ndarray's
+//!   `general_mat_mul`, which the conditioners use) allocates a packing buffer inside
+//!   every matrix product, i.e. once per dense layer per coupling per 256-row block. The
+//!   exact count is pinned below so that any other per-call allocation shows up.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use common::*;
+use flowgen::Float;
+use flowgen::prelude::*;
+use flowgen::rand::RngExt;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn bump() {
+    // `try_with`: the allocator may run while this thread's locals are being torn down.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns its result with the number of allocations it made on this thread.
+fn count<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let out = f();
+    (out, ALLOCATIONS.with(Cell::get) - before)
+}
+
+#[test]
+fn the_counter_counts() {
+    let (v, n) = count(|| vec![1u8; 100]);
+    assert_eq!((v.len(), n), (100, 1));
+    let ((), n) = count(|| ());
+    assert_eq!(n, 0);
+}
+
+/// Every point method on 200 points, after one warm-up round.
+fn point_api_allocates_nothing<M: Case>() {
+    let model = M::perturbed(1);
+    let mut r = rng(2);
+    let points = data_points(&model, 200, &mut r);
+    let rows: Vec<Vec<f64>> = (0..200).map(|i| row(&points, i)).collect();
+    let mut acc = 0.0;
+    for p in &rows {
+        acc += model.point_round(p, &mut r);
+    }
+    let ((), n) = count(|| {
+        for p in &rows {
+            acc += model.point_round(p, &mut r);
+        }
+    });
+    assert!(acc.is_finite());
+    assert_eq!(
+        n,
+        0,
+        "{}: {n} allocations in 200 rounds of the point API",
+        M::NAME
+    );
+}
+case_tests!(point_api_allocates_nothing);
+
+flowgen::flow! {
+    pub struct Coupling32 { dim = 6; float = f32; repeat(3) { coupling(mask = even); permute(seed = 3); coupling(mask = second_half, transform = additive, activation = silu, hidden = [32, 7, 19]) }; sigmoid }
+}
+
+#[test]
+fn f32_point_api_allocates_nothing() {
+    let mut model = Coupling32::new(&mut rng(1));
+    perturb_fields!(model, &mut rng(2); coupling_0, coupling_2, coupling_3, coupling_5, coupling_6, coupling_8);
+    let mut r = rng(3);
+    let points: Vec<[f32; 6]> = (0..100).map(|_| model.sample_point(&mut r)).collect();
+    let ((), n) = count(|| {
+        for &p in &points {
+            let (z, _) = model.inverse_point(p);
+            let (x, _) = model.forward_point(z);
+            let s: [f32; 6] = r.sample(&model);
+            std::hint::black_box((
+                x,
+                model.log_prob_point(p).unwrap(),
+                model.sample_point(&mut r),
+                s,
+            ));
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations in 100 rounds of the f32 point API");
+}
+
+/// This thread's batch workspace: (row-block copy capacity, layer workspace capacity).
+fn workspace() -> (usize, usize) {
+    f64::with_scratch(|s| (s.rows.capacity(), s.layers.capacity()))
+}
+
+/// Repeated batch calls of one size: the workspace stops growing after the first call and
+/// the allocation count per call is constant; `expected_products` is the number of matrix
+/// products per 256-row block (matrixmultiply allocates one packing buffer in each).
+fn batch_steady_state<M: Case>(expected_products: usize) {
+    let model = M::perturbed(1);
+    let mut r = rng(4);
+    let z = base_points(&model, 1000, &mut r);
+    let x = model.forward(z.view()).unwrap();
+    let blocks = 1000usize.div_ceil(256);
+
+    // Warm up every method once.
+    let _ = model.log_prob(x.view()).unwrap();
+    let _ = model.forward_and_log_det(z.view()).unwrap();
+    let _ = model.inverse_and_log_det(x.view()).unwrap();
+    let ws = workspace();
+
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        let (_, n_lp) = count(|| model.log_prob(x.view()).unwrap());
+        let (_, n_fwd) = count(|| model.forward_and_log_det(z.view()).unwrap());
+        let (_, n_inv) = count(|| model.inverse_and_log_det(x.view()).unwrap());
+        counts.push((n_lp, n_fwd, n_inv));
+        assert_eq!(
+            workspace(),
+            ws,
+            "{}: the workspace grew on a repeated call",
+            M::NAME
+        );
+    }
+    assert!(
+        counts.windows(2).all(|w| w[0] == w[1]),
+        "{}: allocations per call vary: {counts:?}",
+        M::NAME
+    );
+    let (n_lp, n_fwd, n_inv) = counts[0];
+    let gemm = blocks * expected_products;
+    // log_prob: the output; forward/inverse_and_log_det: the points and the log-dets.
+    assert_eq!(n_lp, 1 + gemm, "{}: log_prob allocations", M::NAME);
+    assert_eq!(
+        n_fwd,
+        2 + gemm,
+        "{}: forward_and_log_det allocations",
+        M::NAME
+    );
+    assert_eq!(
+        n_inv,
+        2 + gemm,
+        "{}: inverse_and_log_det allocations",
+        M::NAME
+    );
+
+    // A smaller batch does not shrink or regrow the workspace.
+    let _ = model
+        .log_prob(x.slice(flowgen::ndarray::s![..10, ..]))
+        .unwrap();
+    assert_eq!(
+        workspace(),
+        ws,
+        "{}: the workspace changed on a smaller call",
+        M::NAME
+    );
+}
+
+#[test]
+fn batch_steady_state_elementwise() {
+    batch_steady_state::<ElementwiseReal>(0);
+    batch_steady_state::<Squash>(0);
+}
+
+#[test]
+fn batch_steady_state_couplings() {
+    // Permutations: hidden [8] (2 products), [8, 8] (3), [6, 5, 4] (4).
+    batch_steady_state::<Permutations>(2 + 3 + 4);
+    // RealNvp: 2 × ([16, 16] (3) + [16] (2)) + [] (1).
+    batch_steady_state::<RealNvp>(2 * (3 + 2) + 1);
+    // DefaultSigmoid: four couplings with the default hidden = [64, 64] (3 each).
+    batch_steady_state::<DefaultSigmoid>(4 * 3);
+}
+
+/// The allocation count of a batch call does not depend on how often it is repeated.
+#[test]
+fn batch_allocations_do_not_depend_on_the_number_of_calls() {
+    let model = Permutations::perturbed(2);
+    let mut r = rng(5);
+    let x = data_points(&model, 3000, &mut r);
+    let _ = model.log_prob(x.view()).unwrap();
+    let ws = workspace();
+    let (_, first) = count(|| model.log_prob(x.view()).unwrap());
+    let (_, many) = count(|| {
+        for _ in 0..10 {
+            model.log_prob(x.view()).unwrap();
+        }
+    });
+    assert_eq!(many, 10 * first);
+    assert_eq!(workspace(), ws);
+}
+
+/// The design goal stated in `flow-runtime/src/workspace.rs` ("a flow evaluated
+/// repeatedly allocates nothing in steady state", beyond its returned arrays) does not
+/// hold for flows with couplings: see `batch_steady_state_couplings` for the exact count.
+#[test]
+#[ignore = "matrixmultiply (ndarray's general_mat_mul) allocates a packing buffer in every matrix product, so coupling flows allocate once per dense layer per coupling per 256-row block"]
+fn coupling_batch_calls_allocate_only_their_outputs() {
+    let model = DefaultSigmoid::perturbed(1);
+    let x = data_points(&model, 1000, &mut rng(6));
+    let _ = model.log_prob(x.view()).unwrap();
+    let (_, n) = count(|| model.log_prob(x.view()).unwrap());
+    assert_eq!(
+        n, 1,
+        "log_prob on 1000 rows allocated {n} times (1 is the output)"
+    );
+}
