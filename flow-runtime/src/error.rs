@@ -22,6 +22,15 @@ pub enum FlowError {
         /// The value itself.
         value: f64,
     },
+    /// A buffer passed alongside a batch has the wrong length.
+    WrongLength {
+        /// What the buffer is.
+        what: &'static str,
+        /// The length it must have.
+        expected: usize,
+        /// The length it has.
+        found: usize,
+    },
 }
 
 impl fmt::Display for FlowError {
@@ -35,6 +44,13 @@ impl fmt::Display for FlowError {
                 f,
                 "non-finite input {value} at row {row}, column {col}: flows take finite values only"
             ),
+            FlowError::WrongLength {
+                what,
+                expected,
+                found,
+            } => {
+                write!(f, "{what} has length {found}, expected {expected}")
+            }
         }
     }
 }

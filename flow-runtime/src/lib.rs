@@ -12,6 +12,7 @@ pub mod nets;
 pub mod reference;
 pub mod support;
 pub mod testing;
+pub mod trainable;
 pub mod workspace;
 
 pub use base::{BaseDistribution, StandardNormal, StandardUniform};
@@ -20,4 +21,5 @@ pub use float::Float;
 pub use flow::{Density, Flow};
 pub use layers::{Elementwise, Layer};
 pub use support::Support;
+pub use trainable::Trainable;
 pub use workspace::Workspace;

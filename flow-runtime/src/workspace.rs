@@ -4,24 +4,22 @@
 /// Scratch buffers a layer borrows for one row block.
 #[derive(Debug, Default)]
 pub struct Workspace<F> {
-    buffers: [Vec<F>; 4],
+    buffers: Vec<Vec<F>>,
 }
 
 impl<F: Copy + Default> Workspace<F> {
-    /// Four scratch slices of the requested lengths (contents unspecified).
-    pub fn slices(&mut self, lens: [usize; 4]) -> [&mut [F]; 4] {
+    /// `N` scratch slices of the requested lengths (contents unspecified).
+    pub fn slices<const N: usize>(&mut self, lens: [usize; N]) -> [&mut [F]; N] {
+        if self.buffers.len() < N {
+            self.buffers.resize_with(N, Vec::new);
+        }
         for (buf, &len) in self.buffers.iter_mut().zip(&lens) {
             if buf.len() < len {
                 buf.resize(len, F::default());
             }
         }
-        let [a, b, c, d] = &mut self.buffers;
-        [
-            &mut a[..lens[0]],
-            &mut b[..lens[1]],
-            &mut c[..lens[2]],
-            &mut d[..lens[3]],
-        ]
+        let mut bufs = self.buffers.iter_mut();
+        lens.map(|len| &mut bufs.next().expect("N buffers exist")[..len])
     }
 
     /// Elements currently reserved (for allocation tests).
@@ -30,12 +28,37 @@ impl<F: Copy + Default> Workspace<F> {
     }
 }
 
-/// A thread's scratch for whole-flow evaluation: a copy of the current row block, and
-/// the layers' workspace.
+/// A thread's scratch for whole-flow evaluation: a copy of the current row block, buffers
+/// for the backward pass, and the layers' workspace.
 #[derive(Debug, Default)]
 pub struct FlowScratch<F> {
     /// The current row block (row-major).
     pub rows: Vec<F>,
+    /// The values entering each step of the inverse pass, kept for the backward pass.
+    pub tape: Vec<F>,
+    /// A gradient block, when the caller does not want the input gradient.
+    pub grad: Vec<F>,
+    /// Per-row values: weights, log-probabilities.
+    pub per_row: [Vec<F>; 2],
     /// What the layers borrow.
     pub layers: Workspace<F>,
+}
+
+/// `N` row-major `rows × dim` matrices carved from `buf` (grown if needed; contents
+/// unspecified): the tape of a backward pass.
+pub fn tape_views<const N: usize, F: Copy + Default>(
+    buf: &mut Vec<F>,
+    rows: usize,
+    dim: usize,
+) -> [ndarray::ArrayViewMut2<'_, F>; N] {
+    let len = rows * dim;
+    if buf.len() < N * len {
+        buf.resize(N * len, F::default());
+    }
+    let mut rest = &mut buf[..N * len];
+    std::array::from_fn(|_| {
+        let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        ndarray::ArrayViewMut2::from_shape((rows, dim), chunk).expect("rows × dim elements")
+    })
 }

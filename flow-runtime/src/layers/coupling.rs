@@ -289,6 +289,16 @@ impl<F: Float> Coupling<F> {
 }
 
 impl<F: Float> Layer<F> for Coupling<F> {
+    fn inverse_backward_block(
+        &self,
+        _y: ndarray::ArrayView2<'_, F>,
+        _grad: ndarray::ArrayViewMut2<'_, F>,
+        _weight: ndarray::ArrayView1<'_, F>,
+        _param_grad: &mut [F],
+        _ws: &mut Workspace<F>,
+    ) {
+        todo!("backward")
+    }
     fn kind(&self) -> &'static str {
         "coupling"
     }

@@ -259,6 +259,9 @@ fn outside_domain<F: Float>() -> (F, F) {
 // ---------------------------------------------------------------------------------------
 
 impl<F: Float> Elementwise<F> for Affine<F> {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, j: usize, x: F) -> (F, F) {
         let s = self.log_scale[j];
@@ -275,6 +278,9 @@ impl<F: Float> Elementwise<F> for Affine<F> {
 }
 
 impl<F: Float> Elementwise<F> for Shift<F> {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, j: usize, x: F) -> (F, F) {
         (x + self.shift[j], F::zero())
@@ -289,6 +295,9 @@ impl<F: Float> Elementwise<F> for Shift<F> {
 }
 
 impl<F: Float> Elementwise<F> for Scale<F> {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, j: usize, x: F) -> (F, F) {
         let s = self.log_scale[j];
@@ -307,6 +316,9 @@ impl<F: Float> Elementwise<F> for Scale<F> {
 /// The log-det is a function of the real-line value (`x` forward, `logit y` inverse),
 /// evaluated by the same [`sigmoid_log_det`], so `inverse(y).1 == −forward(inverse(y).0).1`.
 impl<F: Float> Elementwise<F> for Sigmoid {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         (into_unit_interval(sigmoid(x)), sigmoid_log_det(x))
@@ -324,6 +336,9 @@ impl<F: Float> Elementwise<F> for Sigmoid {
 
 /// Mirror of [`Sigmoid`]: `forward(y).1 == −inverse(forward(y).0).1` exactly.
 impl<F: Float> Elementwise<F> for Logit {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, _j: usize, y: F) -> (F, F) {
         let y = if y > F::zero() && y < F::one() {
@@ -348,6 +363,9 @@ impl<F: Float> Elementwise<F> for Logit {
 }
 
 impl<F: Float> Elementwise<F> for Tanh {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         let bound = largest_below_one::<F>();
@@ -366,6 +384,9 @@ impl<F: Float> Elementwise<F> for Tanh {
 /// Mirror of [`Tanh`]: `Atanh::forward` is `Tanh::inverse` on `(−1, 1)` and
 /// `Atanh::inverse` is `Tanh::forward`.
 impl<F: Float> Elementwise<F> for Atanh {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         let a = x.abs();
@@ -388,6 +409,9 @@ impl<F: Float> Elementwise<F> for Atanh {
 }
 
 impl<F: Float> Elementwise<F> for Softplus {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         (softplus(x).max(smallest_positive()), -softplus(-x))
@@ -405,6 +429,9 @@ impl<F: Float> Elementwise<F> for Softplus {
 }
 
 impl<F: Float> Elementwise<F> for Exp {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         (x.exp().max(smallest_positive()), x)
@@ -422,6 +449,9 @@ impl<F: Float> Elementwise<F> for Exp {
 
 /// Mirror of [`Exp`]: `forward(x).1 == −inverse(forward(x).0).1` exactly.
 impl<F: Float> Elementwise<F> for Log {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         // +∞ (an overflowed value) maps to (+∞, −∞) rather than NaN.
@@ -445,6 +475,9 @@ impl<F: Float> Elementwise<F> for Log {
 }
 
 impl<F: Float> Elementwise<F> for LeakyRelu<F> {
+    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        todo!("backward kernel")
+    }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         if x < F::zero() {
@@ -465,6 +498,32 @@ impl<F: Float> Elementwise<F> for LeakyRelu<F> {
         }
     }
 }
+
+/// The learnable parameters of an elementwise layer (none by default), behind
+/// [`Layer::param_len`](crate::layers::Layer::param_len) and the visitors.
+pub trait ElementwiseParams<F: Float> {
+    /// The number of learnable parameters.
+    fn param_len(&self) -> usize {
+        0
+    }
+    /// Visits each learnable tensor as `(name, shape, values)`.
+    fn visit_params(&self, _visit: &mut dyn FnMut(&str, &[usize], &[F])) {}
+    /// Visits each learnable tensor mutably.
+    fn visit_params_mut(&mut self, _visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {}
+}
+
+// TODO(helper): parameters and backward kernels.
+impl<F: Float> ElementwiseParams<F> for Affine<F> {}
+impl<F: Float> ElementwiseParams<F> for Shift<F> {}
+impl<F: Float> ElementwiseParams<F> for Scale<F> {}
+impl<F: Float> ElementwiseParams<F> for Sigmoid {}
+impl<F: Float> ElementwiseParams<F> for Logit {}
+impl<F: Float> ElementwiseParams<F> for Tanh {}
+impl<F: Float> ElementwiseParams<F> for Atanh {}
+impl<F: Float> ElementwiseParams<F> for Softplus {}
+impl<F: Float> ElementwiseParams<F> for Exp {}
+impl<F: Float> ElementwiseParams<F> for Log {}
+impl<F: Float> ElementwiseParams<F> for LeakyRelu<F> {}
 
 elementwise_layer!(Affine<F>, "affine");
 elementwise_layer!(Shift<F>, "shift");

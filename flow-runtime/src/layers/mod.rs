@@ -9,7 +9,7 @@
 //! for `inverse`. An inverse kernel given a value outside its layer's codomain returns a
 //! log-det of `-inf` (the point has zero density).
 
-use ndarray::{ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
 use crate::float::Float;
 use crate::workspace::Workspace;
@@ -56,6 +56,33 @@ pub trait Layer<F: Float>: Send + Sync {
     fn point_scratch(&self) -> usize {
         0
     }
+
+    /// The number of learnable parameters (0 for fixed layers and constants).
+    fn param_len(&self) -> usize {
+        0
+    }
+
+    /// Visits each learnable tensor as `(name, shape, values)`, in the order of the flat
+    /// parameter layout (the concatenation of the visited slices).
+    fn visit_params(&self, _visit: &mut dyn FnMut(&str, &[usize], &[F])) {}
+
+    /// Visits each learnable tensor mutably, in the same order as [`Layer::visit_params`].
+    fn visit_params_mut(&mut self, _visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {}
+
+    /// Reverse mode through [`Layer::inverse_block`] for the objective
+    /// `J = Σ_i weight[i] · (log-det of row i) + (terms of the inverse's output)`.
+    ///
+    /// `y` is the block this layer's inverse received (unchanged). On entry `grad` holds
+    /// `∂J/∂x` for the inverse's output `x`; on exit it holds `∂J/∂y`. `∂J/∂θ` is added to
+    /// `param_grad` (length [`Layer::param_len`], the layout of [`Layer::visit_params`]).
+    fn inverse_backward_block(
+        &self,
+        y: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    );
 }
 
 /// A layer acting on each coordinate separately: the scalar kernels that get fused.
@@ -64,6 +91,33 @@ pub trait Elementwise<F: Float> {
     fn forward(&self, j: usize, x: F) -> (F, F);
     /// `(x, log|dx/dy|)` for coordinate `j`; log-det `-inf` when `y` is outside the codomain.
     fn inverse(&self, j: usize, y: F) -> (F, F);
+
+    /// Reverse mode through [`Elementwise::inverse`] at `y`: given `x_bar = ∂J/∂x` and the
+    /// weight `w` of this log-det in `J`, returns `∂J/∂y = x_bar·dx/dy + w·d(log-det)/dy`
+    /// and adds `∂J/∂θ` for coordinate `j` into `param_grad` (this layer's slice, in the
+    /// layout of its `visit_params`; empty for layers without parameters).
+    fn inverse_backward(&self, j: usize, y: F, x_bar: F, w: F, param_grad: &mut [F]) -> F;
+}
+
+/// The backward companion of [`map_rows`]: for every entry, `f(j, y, grad, weight_of_row)`
+/// returns the new gradient, replacing `grad` in place. The generated code passes a closure
+/// that recomputes a fused run's intermediate values and chains the kernels'
+/// [`Elementwise::inverse_backward`].
+#[inline]
+pub fn map_rows_backward<F: Float>(
+    y: ArrayView2<'_, F>,
+    mut grad: ArrayViewMut2<'_, F>,
+    weight: ArrayView1<'_, F>,
+    mut f: impl FnMut(usize, F, F, F) -> F,
+) {
+    Zip::from(y.rows())
+        .and(grad.rows_mut())
+        .and(&weight)
+        .for_each(|y_row, mut g_row, &w| {
+            for (j, (g, &y)) in g_row.iter_mut().zip(y_row.iter()).enumerate() {
+                *g = f(j, y, *g, w);
+            }
+        });
 }
 
 /// Applies the scalar map `f(j, value) -> (new value, log-det)` to every entry of `x` in
@@ -133,6 +187,27 @@ macro_rules! elementwise_layer {
             fn inverse_point(&self, y: &mut [F], _scratch: &mut [F]) -> F {
                 $crate::layers::map_point(y, |j, v| {
                     $crate::layers::Elementwise::<F>::inverse(self, j, v)
+                })
+            }
+            fn param_len(&self) -> usize {
+                $crate::layers::elementwise::ElementwiseParams::<F>::param_len(self)
+            }
+            fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[F])) {
+                $crate::layers::elementwise::ElementwiseParams::<F>::visit_params(self, visit)
+            }
+            fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {
+                $crate::layers::elementwise::ElementwiseParams::<F>::visit_params_mut(self, visit)
+            }
+            fn inverse_backward_block(
+                &self,
+                y: ndarray::ArrayView2<'_, F>,
+                grad: ndarray::ArrayViewMut2<'_, F>,
+                weight: ndarray::ArrayView1<'_, F>,
+                param_grad: &mut [F],
+                _ws: &mut $crate::workspace::Workspace<F>,
+            ) {
+                $crate::layers::map_rows_backward(y, grad, weight, |j, y, g, w| {
+                    $crate::layers::Elementwise::<F>::inverse_backward(self, j, y, g, w, param_grad)
                 })
             }
         }

@@ -164,6 +164,16 @@ fn apply_point<F: Copy>(x: &mut [F], map: &[usize], leaders: &[usize]) {
 }
 
 impl<F: Float> Layer<F> for Permute {
+    fn inverse_backward_block(
+        &self,
+        _y: ndarray::ArrayView2<'_, F>,
+        _grad: ndarray::ArrayViewMut2<'_, F>,
+        _weight: ndarray::ArrayView1<'_, F>,
+        _param_grad: &mut [F],
+        _ws: &mut Workspace<F>,
+    ) {
+        todo!("backward")
+    }
     fn kind(&self) -> &'static str {
         "permute"
     }

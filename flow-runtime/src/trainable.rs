@@ -1,0 +1,168 @@
+//! Gradients of log-densities: the trait generated flows implement so they can be trained.
+//! The generated code supplies the reverse-mode pass over one row block (written out layer
+//! by layer, reusing the values its inverse pass kept); blocking, input checks and the
+//! loss functions live here.
+
+use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+
+use crate::error::FlowError;
+use crate::float::Float;
+use crate::flow::{BLOCK_ROWS, Density, check_batch};
+use crate::workspace::Workspace;
+
+/// A flow whose parameters can be learned: gradients of weighted sums of log-densities
+/// with respect to every parameter and to the input rows.
+pub trait Trainable<F: Float>: Density<F> {
+    /// The number of learnable parameters: the length of the flat gradient buffer.
+    fn param_len(&self) -> usize;
+
+    /// Visits each learnable tensor as `(layer field, tensor name, shape, values)`, in the
+    /// order of the flat parameter layout.
+    fn visit_params(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[F]));
+
+    /// Visits each learnable tensor mutably, in the same order.
+    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [F]));
+
+    /// The reverse-mode pass over one block: writes `log p(x_i)` into `log_prob`, and for
+    /// `J = Σ_i weight[i]·log p(x_i)` writes `∂J/∂x` into `grad_x` and adds `∂J/∂θ` into
+    /// `param_grad`. Inputs are not checked: use [`Trainable::log_prob_and_grad`].
+    #[allow(clippy::too_many_arguments)]
+    fn log_prob_backward_block(
+        &self,
+        x: ArrayView2<'_, F>,
+        log_prob: ArrayViewMut1<'_, F>,
+        weight: ArrayView1<'_, F>,
+        grad_x: ArrayViewMut2<'_, F>,
+        param_grad: &mut [F],
+        tape: &mut Vec<F>,
+        ws: &mut Workspace<F>,
+    );
+
+    /// `log p(x_i)` per row; adds `∂J/∂θ` of `J = Σ_i weight[i]·log p(x_i)` into
+    /// `param_grad` (length [`Trainable::param_len`]) and, if given, writes `∂J/∂x` into
+    /// `grad_x` (the shape of `x`).
+    fn log_prob_and_grad(
+        &self,
+        x: ArrayView2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        mut grad_x: Option<ArrayViewMut2<'_, F>>,
+    ) -> Result<Array1<F>, FlowError> {
+        check_batch(x, self.dim())?;
+        check_len("weight", weight.len(), x.nrows())?;
+        check_len("param_grad", param_grad.len(), self.param_len())?;
+        if let Some(g) = &grad_x {
+            check_len("grad_x rows", g.nrows(), x.nrows())?;
+            check_len("grad_x columns", g.ncols(), x.ncols())?;
+        }
+        let mut log_prob = Array1::zeros(x.nrows());
+        F::with_scratch(|s| {
+            for (start, xb) in x.axis_chunks_iter(Axis(0), BLOCK_ROWS).enumerate() {
+                let rows = start * BLOCK_ROWS..start * BLOCK_ROWS + xb.nrows();
+                let lp = log_prob.slice_mut(ndarray::s![rows.clone()]);
+                let w = weight.slice(ndarray::s![rows.clone()]);
+                match grad_x.as_mut() {
+                    Some(g) => {
+                        let gb = g.slice_mut(ndarray::s![rows, ..]);
+                        self.log_prob_backward_block(
+                            xb,
+                            lp,
+                            w,
+                            gb,
+                            param_grad,
+                            &mut s.tape,
+                            &mut s.layers,
+                        );
+                    }
+                    None => {
+                        let gb = block_buffer(&mut s.grad, xb.nrows(), xb.ncols());
+                        self.log_prob_backward_block(
+                            xb,
+                            lp,
+                            w,
+                            gb,
+                            param_grad,
+                            &mut s.tape,
+                            &mut s.layers,
+                        );
+                    }
+                }
+            }
+        });
+        Ok(log_prob)
+    }
+
+    /// The mean negative log-likelihood of the rows of `x`, adding its gradient with
+    /// respect to the parameters into `param_grad`. Allocates nothing in steady state.
+    /// A row outside the support makes the loss `+inf` (and the gradient non-finite).
+    fn nll_and_grad(&self, x: ArrayView2<'_, F>, param_grad: &mut [F]) -> Result<F, FlowError> {
+        check_batch(x, self.dim())?;
+        check_len("param_grad", param_grad.len(), self.param_len())?;
+        let n = x.nrows();
+        if n == 0 {
+            return Ok(F::zero());
+        }
+        let weight = -F::one() / F::of(n as f64);
+        let mut total = F::zero();
+        F::with_scratch(|s| {
+            for xb in x.axis_chunks_iter(Axis(0), BLOCK_ROWS) {
+                let rows = xb.nrows();
+                let [w, lp] = &mut s.per_row;
+                w.clear();
+                w.resize(rows, weight);
+                lp.clear();
+                lp.resize(rows, F::zero());
+                let gb = block_buffer(&mut s.grad, rows, xb.ncols());
+                let lp_view = ArrayViewMut1::from(&mut lp[..]);
+                self.log_prob_backward_block(
+                    xb,
+                    lp_view,
+                    ArrayView1::from(&w[..]),
+                    gb,
+                    param_grad,
+                    &mut s.tape,
+                    &mut s.layers,
+                );
+                total += lp.iter().copied().sum::<F>();
+            }
+        });
+        Ok(-total / F::of(n as f64))
+    }
+
+    /// Copies the parameters into `out` (length [`Trainable::param_len`]), flat.
+    fn params_to_slice(&self, out: &mut [F]) {
+        let mut offset = 0;
+        self.visit_params(&mut |_, _, _, values| {
+            out[offset..offset + values.len()].copy_from_slice(values);
+            offset += values.len();
+        });
+    }
+
+    /// Sets the parameters from a flat slice (length [`Trainable::param_len`]).
+    fn params_from_slice(&mut self, values: &[F]) {
+        let mut offset = 0;
+        self.visit_params_mut(&mut |_, _, _, p| {
+            p.copy_from_slice(&values[offset..offset + p.len()]);
+            offset += p.len();
+        });
+    }
+}
+
+fn block_buffer<F: Float>(buf: &mut Vec<F>, rows: usize, cols: usize) -> ArrayViewMut2<'_, F> {
+    if buf.len() < rows * cols {
+        buf.resize(rows * cols, F::zero());
+    }
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols]).expect("rows × cols elements")
+}
+
+fn check_len(what: &'static str, found: usize, expected: usize) -> Result<(), FlowError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(FlowError::WrongLength {
+            what,
+            expected,
+            found,
+        })
+    }
+}
