@@ -19,14 +19,15 @@
 pub use flow_macros::flow;
 pub use flow_runtime::{
     BaseDistribution, Density, Elementwise, Float, Flow, FlowError, Layer, StandardNormal,
-    StandardUniform, Support, Workspace, base, layers, nets, reference, testing,
+    StandardUniform, Support, Trainable, Workspace, base, layers, nets, reference, testing,
+    trainable,
 };
 pub use ndarray;
 pub use rand;
 
 /// What a user of flowgen needs in scope.
 pub mod prelude {
-    pub use crate::{Density, Flow, FlowError, Support, flow};
+    pub use crate::{Density, Flow, FlowError, Support, Trainable, flow};
     pub use ndarray::{Array1, Array2, ArrayView2};
     pub use rand::SeedableRng;
 }

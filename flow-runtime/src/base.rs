@@ -1,5 +1,6 @@
 //! Base distributions: where a flow's samples start and its densities end.
 
+use ndarray::{ArrayView1, ArrayViewMut1};
 use rand::Rng;
 
 use crate::float::Float;
@@ -13,6 +14,9 @@ pub trait BaseDistribution<F: Float>: Send + Sync {
     fn log_prob_point(&self, z: &[F]) -> F;
     /// Overwrites `z` with one draw.
     fn sample_point<R: Rng + ?Sized>(&self, z: &mut [F], rng: &mut R);
+
+    /// `log p(z)` of one point, writing `∇_z log p(z)` into `grad`.
+    fn log_prob_and_grad(&self, z: ArrayView1<'_, F>, grad: ArrayViewMut1<'_, F>) -> F;
 }
 
 /// The standard normal distribution N(0, I), the default base.
@@ -41,6 +45,16 @@ impl<F: Float> BaseDistribution<F> for StandardNormal {
             *v = F::standard_normal(rng);
         }
     }
+
+    fn log_prob_and_grad(&self, z: ArrayView1<'_, F>, mut grad: ArrayViewMut1<'_, F>) -> F {
+        let half_log_two_pi = F::of(0.918_938_533_204_672_8);
+        let mut sq = F::zero();
+        for (g, &v) in grad.iter_mut().zip(z.iter()) {
+            sq += v * v;
+            *g = -v;
+        }
+        -(F::of(0.5) * sq) - F::of(z.len() as f64) * half_log_two_pi
+    }
 }
 
 impl<F: Float> BaseDistribution<F> for StandardUniform {
@@ -60,6 +74,15 @@ impl<F: Float> BaseDistribution<F> for StandardUniform {
     fn sample_point<R: Rng + ?Sized>(&self, z: &mut [F], rng: &mut R) {
         for v in z {
             *v = F::open_unit(rng);
+        }
+    }
+
+    fn log_prob_and_grad(&self, z: ArrayView1<'_, F>, mut grad: ArrayViewMut1<'_, F>) -> F {
+        grad.fill(F::zero());
+        if z.iter().all(|&v| v > F::zero() && v < F::one()) {
+            F::zero()
+        } else {
+            F::neg_infinity()
         }
     }
 }

@@ -377,6 +377,250 @@ impl<F: Float> Mlp<F> {
         }
         acc
     }
+
+    /// The number of learnable parameters: every weight and bias of every layer.
+    pub fn param_len(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.weight.len() + l.bias.len())
+            .sum()
+    }
+
+    /// Visits each tensor as `(layer index, "weight" | "bias", shape, values)`, in the flat
+    /// parameter layout: layer 0 weight (shape `[inputs, outputs]`, row-major), layer 0
+    /// bias (`[outputs]`), layer 1 weight, … The layout of the `param_grad` slice of
+    /// [`Mlp::backward_block`].
+    ///
+    /// Panics if a weight matrix is not in standard (row-major, contiguous) layout, which
+    /// every constructor of this module produces.
+    pub fn visit_params(&self, mut visit: impl FnMut(usize, &'static str, &[usize], &[F])) {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let shape = [layer.inputs(), layer.outputs()];
+            let weight = layer
+                .weight
+                .as_slice()
+                .expect("MLP weights are in standard layout");
+            visit(l, "weight", &shape, weight);
+            let bias = layer.bias.as_slice().expect("MLP biases are contiguous");
+            visit(l, "bias", &shape[1..], bias);
+        }
+    }
+
+    /// Visits each tensor mutably, in the order of [`Mlp::visit_params`].
+    pub fn visit_params_mut(
+        &mut self,
+        mut visit: impl FnMut(usize, &'static str, &[usize], &mut [F]),
+    ) {
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let shape = [layer.inputs(), layer.outputs()];
+            let weight = layer
+                .weight
+                .as_slice_mut()
+                .expect("MLP weights are in standard layout");
+            visit(l, "weight", &shape, weight);
+            let bias = layer
+                .bias
+                .as_slice_mut()
+                .expect("MLP biases are contiguous");
+            visit(l, "bias", &shape[1..], bias);
+        }
+    }
+
+    /// The sum of the hidden widths: [`Mlp::forward_block_tape`] on `rows` rows needs
+    /// `rows · hidden_total()` elements in each half of its [`MlpTape`].
+    pub fn hidden_total(&self) -> usize {
+        self.hidden().iter().map(Dense::outputs).sum()
+    }
+
+    /// [`Mlp::forward_block`] that also keeps what [`Mlp::backward_block`] needs: hidden
+    /// layer `l`'s pre-activation and activation, each a row-major `rows × width_l`
+    /// matrix, stored one after the other (layer 0 first) in `tape.pre` and `tape.post`
+    /// (at least `rows ·` [`Mlp::hidden_total`] elements each; contents on entry
+    /// unspecified). Allocates nothing itself.
+    pub fn forward_block_tape(
+        &self,
+        input: ArrayView2<'_, F>,
+        mut out: ArrayViewMut2<'_, F>,
+        tape: &mut MlpTape<'_, F>,
+    ) {
+        let rows = input.nrows();
+        assert_eq!(
+            input.ncols(),
+            self.inputs(),
+            "MLP input has the wrong number of columns"
+        );
+        assert_eq!(
+            out.dim(),
+            (rows, self.outputs()),
+            "MLP output has the wrong shape"
+        );
+        let need = rows * self.hidden_total();
+        assert!(
+            tape.pre.len() >= need && tape.post.len() >= need,
+            "MLP tape too small: {} and {} elements, {need} needed",
+            tape.pre.len(),
+            tape.post.len()
+        );
+        let act = self.activation;
+        let (last, hidden) = self
+            .layers
+            .split_last()
+            .expect("an MLP has at least one layer");
+        let mut offset = 0;
+        for (l, layer) in hidden.iter().enumerate() {
+            let width = layer.outputs();
+            let len = rows * width;
+            let (done, rest) = tape.post.split_at_mut(offset);
+            let pre = &mut tape.pre[offset..offset + len];
+            {
+                let mut z =
+                    ArrayViewMut2::from_shape((rows, width), &mut *pre).expect("tape sized above");
+                if l == 0 {
+                    general_mat_mul(F::one(), &input, &layer.weight, F::zero(), &mut z);
+                } else {
+                    let prev_width = layer.inputs();
+                    let prev = &done[offset - rows * prev_width..];
+                    let prev =
+                        ArrayView2::from_shape((rows, prev_width), prev).expect("tape sized above");
+                    general_mat_mul(F::one(), &prev, &layer.weight, F::zero(), &mut z);
+                }
+            }
+            let bias = layer.bias.as_slice().expect("bias is contiguous");
+            for (z_row, a_row) in pre
+                .chunks_exact_mut(width)
+                .zip(rest[..len].chunks_exact_mut(width))
+            {
+                for ((z, a), &b) in z_row.iter_mut().zip(a_row).zip(bias) {
+                    *z += b;
+                    *a = act.apply(*z);
+                }
+            }
+            offset += len;
+        }
+        if hidden.is_empty() {
+            general_mat_mul(F::one(), &input, &last.weight, F::zero(), &mut out);
+        } else {
+            let width = last.inputs();
+            let prev = &tape.post[offset - rows * width..offset];
+            let prev = ArrayView2::from_shape((rows, width), prev).expect("tape sized above");
+            general_mat_mul(F::one(), &prev, &last.weight, F::zero(), &mut out);
+        }
+        for mut row in out.rows_mut() {
+            row += &last.bias;
+        }
+    }
+
+    /// Reverse mode through [`Mlp::forward_block_tape`]: given the same `input`, the
+    /// `tape` that call filled and `out_grad = ∂J/∂out` (`rows × outputs`), adds `∂J/∂W`
+    /// and `∂J/∂b` of every layer into `param_grad` (length [`Mlp::param_len`], the layout
+    /// of [`Mlp::visit_params`]) and writes `∂J/∂input` into `input_grad`
+    /// (`rows × inputs`, overwritten). `scratch` needs `rows ·` [`Mlp::max_hidden`]
+    /// elements (contents unspecified). `tape.pre` is consumed (it holds the hidden
+    /// layers' deltas on exit). Allocates nothing itself.
+    pub fn backward_block(
+        &self,
+        input: ArrayView2<'_, F>,
+        tape: &mut MlpTape<'_, F>,
+        out_grad: ArrayView2<'_, F>,
+        mut input_grad: ArrayViewMut2<'_, F>,
+        param_grad: &mut [F],
+        scratch: &mut [F],
+    ) {
+        let rows = input.nrows();
+        assert_eq!(
+            input.ncols(),
+            self.inputs(),
+            "MLP input has the wrong number of columns"
+        );
+        assert_eq!(
+            out_grad.dim(),
+            (rows, self.outputs()),
+            "MLP output gradient has the wrong shape"
+        );
+        assert_eq!(
+            input_grad.dim(),
+            (rows, self.inputs()),
+            "MLP input gradient has the wrong shape"
+        );
+        assert_eq!(
+            param_grad.len(),
+            self.param_len(),
+            "MLP parameter gradient has the wrong length"
+        );
+        let need = rows * self.hidden_total();
+        assert!(
+            tape.pre.len() >= need && tape.post.len() >= need,
+            "MLP tape too small: {} and {} elements, {need} needed",
+            tape.pre.len(),
+            tape.post.len()
+        );
+        assert!(
+            scratch.len() >= rows * self.max_hidden(),
+            "MLP backward scratch too small: {} elements, {} needed",
+            scratch.len(),
+            rows * self.max_hidden()
+        );
+        let act = self.activation;
+        let post: &[F] = tape.post;
+        // The not yet visited front of the pre-activations; the delta of the layer being
+        // visited lives just behind it.
+        let mut pre: &mut [F] = &mut tape.pre[..need];
+        let mut pre_end = need;
+        let mut grad_end = param_grad.len();
+        let mut delta = out_grad;
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let (n_in, n_out) = (layer.inputs(), layer.outputs());
+            let start = grad_end - n_in * n_out - n_out;
+            let (gw, gb) = param_grad[start..grad_end].split_at_mut(n_in * n_out);
+            grad_end = start;
+            // ∂J/∂b = Σ_rows δ
+            for row in delta.rows() {
+                for (g, &d) in gb.iter_mut().zip(row) {
+                    *g += d;
+                }
+            }
+            let mut gw = ArrayViewMut2::from_shape((n_in, n_out), gw).expect("layout");
+            if l == 0 {
+                // ∂J/∂W = inputᵀ·δ, ∂J/∂input = δ·Wᵀ
+                general_mat_mul(F::one(), &input.t(), &delta, F::one(), &mut gw);
+                general_mat_mul(
+                    F::one(),
+                    &delta,
+                    &layer.weight.t(),
+                    F::zero(),
+                    &mut input_grad,
+                );
+            } else {
+                let len = rows * n_in;
+                let prev_post = ArrayView2::from_shape((rows, n_in), &post[pre_end - len..pre_end])
+                    .expect("tape sized above");
+                general_mat_mul(F::one(), &prev_post.t(), &delta, F::one(), &mut gw);
+                let mut da = ArrayViewMut2::from_shape((rows, n_in), &mut scratch[..len])
+                    .expect("scratch sized above");
+                general_mat_mul(F::one(), &delta, &layer.weight.t(), F::zero(), &mut da);
+                // δ of the layer below = ∂J/∂a ⊙ act'(z), written over z.
+                let (rest, z) = std::mem::take(&mut pre).split_at_mut(pre_end - len);
+                for (z, &g) in z.iter_mut().zip(&scratch[..len]) {
+                    *z = g * act.derivative(*z);
+                }
+                pre = rest;
+                pre_end -= len;
+                let z: &[F] = z;
+                delta = ArrayView2::from_shape((rows, n_in), z).expect("tape sized above");
+            }
+        }
+    }
+}
+
+/// The hidden values a forward pass keeps for the backward pass (see
+/// [`Mlp::forward_block_tape`]): borrowed scratch, each half at least
+/// `rows ·` [`Mlp::hidden_total`] elements.
+#[derive(Debug)]
+pub struct MlpTape<'a, F> {
+    /// The hidden layers' pre-activations, layer 0 first, each row-major `rows × width`.
+    pub pre: &'a mut [F],
+    /// The hidden layers' activations, in the same layout.
+    pub post: &'a mut [F],
 }
 
 #[cfg(test)]
@@ -658,5 +902,184 @@ mod tests {
         assert_eq!(Activation::Elu.derivative(0.0), 1.0);
         assert_eq!(Activation::Silu.derivative(0.0), 0.5);
         assert_eq!(Activation::Tanh.derivative(0.0), 1.0);
+    }
+    /// Central-difference check: `|g − fd| ≤ 1e-5·max(|g|, |fd|) + 1e-7`.
+    fn grad_close(g: f64, fd: f64) -> bool {
+        (g - fd).abs() <= 1e-5 * g.abs().max(fd.abs()) + 1e-7
+    }
+
+    /// The flat parameters, in the layout of `visit_params`.
+    fn flat_params(net: &Mlp<f64>) -> Vec<f64> {
+        let mut out = Vec::new();
+        net.visit_params(|_, _, _, v| out.extend_from_slice(v));
+        out
+    }
+
+    /// Sets flat parameter `p` through `visit_params_mut`.
+    fn set_param(net: &mut Mlp<f64>, p: usize, value: f64) {
+        let mut offset = 0;
+        net.visit_params_mut(|_, _, _, v| {
+            if (offset..offset + v.len()).contains(&p) {
+                v[p - offset] = value;
+            }
+            offset += v.len();
+        });
+    }
+
+    /// `forward_block_tape` into fresh NaN-filled buffers: (outputs, pre, post).
+    fn tape_forward(net: &Mlp<f64>, x: &Array2<f64>) -> (Array2<f64>, Vec<f64>, Vec<f64>) {
+        let rows = x.nrows();
+        let mut out = Array2::from_elem((rows, net.outputs()), f64::NAN);
+        let mut pre = vec![f64::NAN; rows * net.hidden_total()];
+        let mut post = vec![f64::NAN; rows * net.hidden_total()];
+        net.forward_block_tape(
+            x.view(),
+            out.view_mut(),
+            &mut MlpTape {
+                pre: &mut pre,
+                post: &mut post,
+            },
+        );
+        (out, pre, post)
+    }
+
+    /// `∂J/∂input` and `∂J/∂θ` (added to `param_grad`) of `J = Σ ⟨out_grad, net(x)⟩`.
+    fn backward(
+        net: &Mlp<f64>,
+        x: &Array2<f64>,
+        out_grad: &Array2<f64>,
+        param_grad: &mut [f64],
+    ) -> Array2<f64> {
+        let rows = x.nrows();
+        let (_, mut pre, mut post) = tape_forward(net, x);
+        let mut input_grad = Array2::from_elem((rows, net.inputs()), f64::NAN);
+        let mut scratch = vec![f64::NAN; rows * net.max_hidden()];
+        net.backward_block(
+            x.view(),
+            &mut MlpTape {
+                pre: &mut pre,
+                post: &mut post,
+            },
+            out_grad.view(),
+            input_grad.view_mut(),
+            param_grad,
+            &mut scratch,
+        );
+        input_grad
+    }
+
+    fn objective(net: &Mlp<f64>, x: &Array2<f64>, out_grad: &Array2<f64>) -> f64 {
+        (batch(net, x) * out_grad).sum()
+    }
+
+    #[test]
+    fn param_visitors_follow_the_layout() {
+        let mut r = rng(7);
+        let mut net: Mlp<f64> = Mlp::new(3, &[5, 4], 2, Activation::Tanh, &mut r);
+        randomise(&mut net, &mut r);
+        let mut seen = Vec::new();
+        net.visit_params(|l, kind, shape, v| {
+            assert_eq!(shape.iter().product::<usize>(), v.len());
+            seen.push((l, kind, shape.to_vec()));
+        });
+        let expected = [
+            (0, "weight", vec![3, 5]),
+            (0, "bias", vec![5]),
+            (1, "weight", vec![5, 4]),
+            (1, "bias", vec![4]),
+            (2, "weight", vec![4, 2]),
+            (2, "bias", vec![2]),
+        ];
+        assert_eq!(seen, expected);
+        assert_eq!(net.param_len(), 15 + 5 + 20 + 4 + 8 + 2);
+        let flat = flat_params(&net);
+        assert_eq!(flat.len(), net.param_len());
+        // Row-major weights: entry [j, o] of layer 1 is at 20 + j·4 + o.
+        assert_eq!(flat[20 + 2 * 4 + 3], net.layers[1].weight[[2, 3]]);
+        assert_eq!(flat[40 + 1], net.layers[1].bias[1]);
+        set_param(&mut net, 20 + 2 * 4 + 3, 42.0);
+        assert_eq!(net.layers[1].weight[[2, 3]], 42.0);
+        assert_eq!((net.hidden_total(), net.max_hidden()), (9, 5));
+    }
+
+    #[test]
+    fn tape_forward_equals_forward_block() {
+        let mut r = rng(8);
+        for hidden in HIDDEN {
+            for act in ACTIVATIONS {
+                let mut net: Mlp<f64> = Mlp::new(4, hidden, 6, act, &mut r);
+                randomise(&mut net, &mut r);
+                let x = random_input(13, 4, &mut r);
+                let (out, pre, post) = tape_forward(&net, &x);
+                assert_eq!(out, batch(&net, &x), "{hidden:?} {act:?}");
+                for (z, a) in pre.iter().zip(&post) {
+                    assert_eq!(*a, act.apply(*z));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_block_matches_finite_differences() {
+        let mut r = rng(9);
+        let h = 1e-5;
+        for hidden in HIDDEN {
+            for act in ACTIVATIONS {
+                let mut net: Mlp<f64> = Mlp::new(3, hidden, 4, act, &mut r);
+                randomise(&mut net, &mut r);
+                let x = random_input(5, 3, &mut r);
+                let g = Array2::from_shape_simple_fn((5, 4), || r.random_range(-1.0..1.0));
+                let mut param_grad = vec![0.0; net.param_len()];
+                let input_grad = backward(&net, &x, &g, &mut param_grad);
+                for i in 0..5 {
+                    for j in 0..3 {
+                        let (mut up, mut down) = (x.clone(), x.clone());
+                        up[[i, j]] += h;
+                        down[[i, j]] -= h;
+                        let fd =
+                            (objective(&net, &up, &g) - objective(&net, &down, &g)) / (2.0 * h);
+                        let got = input_grad[[i, j]];
+                        assert!(
+                            grad_close(got, fd),
+                            "{hidden:?} {act:?} input [{i},{j}]: {got} vs {fd}"
+                        );
+                    }
+                }
+                let flat = flat_params(&net);
+                for (p, &v) in flat.iter().enumerate() {
+                    set_param(&mut net, p, v + h);
+                    let up = objective(&net, &x, &g);
+                    set_param(&mut net, p, v - h);
+                    let down = objective(&net, &x, &g);
+                    set_param(&mut net, p, v);
+                    let fd = (up - down) / (2.0 * h);
+                    assert!(
+                        grad_close(param_grad[p], fd),
+                        "{hidden:?} {act:?} param {p}: {} vs {fd}",
+                        param_grad[p]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_block_adds_to_param_grad() {
+        let mut r = rng(10);
+        let mut net: Mlp<f64> = Mlp::new(3, &[6, 5], 4, Activation::Silu, &mut r);
+        randomise(&mut net, &mut r);
+        let x = random_input(9, 3, &mut r);
+        let g = random_input(9, 4, &mut r);
+        let mut fresh = vec![0.0; net.param_len()];
+        let input_grad = backward(&net, &x, &g, &mut fresh);
+        let start: Vec<f64> = (0..net.param_len())
+            .map(|_| r.random_range(-3.0..3.0))
+            .collect();
+        let mut acc = start.clone();
+        let again = backward(&net, &x, &g, &mut acc);
+        assert_eq!(input_grad, again);
+        for ((a, s), f) in acc.iter().zip(&start).zip(&fresh) {
+            assert!(close(*a, s + f, 1e-13), "{a} vs {s} + {f}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
+use crate::base::BaseDistribution;
 use crate::error::FlowError;
 use crate::float::Float;
 use crate::flow::{BLOCK_ROWS, Density, check_batch};
@@ -18,9 +19,11 @@ pub trait Trainable<F: Float>: Density<F> {
 
     /// Visits each learnable tensor as `(layer field, tensor name, shape, values)`, in the
     /// order of the flat parameter layout.
+    #[allow(clippy::type_complexity)]
     fn visit_params(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[F]));
 
     /// Visits each learnable tensor mutably, in the same order.
+    #[allow(clippy::type_complexity)]
     fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [F]));
 
     /// The reverse-mode pass over one block: writes `log p(x_i)` into `log_prob`, and for
@@ -165,4 +168,32 @@ fn check_len(what: &'static str, found: usize, expected: usize) -> Result<(), Fl
             found,
         })
     }
+}
+
+/// Splits the flat gradient buffer into one slice per layer (lengths `lens`, in order).
+pub fn split_params<const N: usize, F>(mut params: &mut [F], lens: [usize; N]) -> [&mut [F]; N] {
+    lens.map(|len| {
+        let (head, tail) = std::mem::take(&mut params).split_at_mut(len);
+        params = tail;
+        head
+    })
+}
+
+/// The base distribution's part of the backward pass: adds `log p_Z(z)` to each row's
+/// `log_prob` and sets `grad` to `weight[i]·∇ log p_Z(z_i)`.
+pub fn base_backward<F: Float, B: BaseDistribution<F>>(
+    base: &B,
+    z: ArrayView2<'_, F>,
+    mut log_prob: ArrayViewMut1<'_, F>,
+    weight: ArrayView1<'_, F>,
+    mut grad: ArrayViewMut2<'_, F>,
+) {
+    ndarray::Zip::from(z.rows())
+        .and(grad.rows_mut())
+        .and(&mut log_prob)
+        .and(&weight)
+        .for_each(|z, mut g, lp, &w| {
+            *lp += base.log_prob_and_grad(z, g.view_mut());
+            g.mapv_inplace(|v| v * w);
+        });
 }

@@ -10,13 +10,13 @@ use super::{Names, runtime};
 use crate::ir::{Base, Flow};
 
 /// A step of the chain: a run of elementwise layers fused into one pass, or one layer.
-enum Step {
+pub(super) enum Step {
     Fused(Vec<usize>),
     Single(usize),
 }
 
 /// Groups consecutive elementwise layers.
-fn steps(flow: &Flow) -> Vec<Step> {
+pub(super) fn steps(flow: &Flow) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     for (i, layer) in flow.layers.iter().enumerate() {
         match steps.last_mut() {
@@ -29,7 +29,7 @@ fn steps(flow: &Flow) -> Vec<Step> {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Direction {
+pub(super) enum Direction {
     Forward,
     Inverse,
 }
@@ -53,26 +53,39 @@ fn fused_kernel(run: &[usize], fields: &[Ident], direction: Direction) -> TokenS
 }
 
 fn block_body(flow: &Flow, names: &Names, direction: Direction) -> TokenStream {
-    let rt = runtime();
     let mut steps = steps(flow);
     if direction == Direction::Inverse {
         steps.reverse();
     }
-    let method = match direction {
-        Direction::Forward => quote!(forward_block),
-        Direction::Inverse => quote!(inverse_block),
-    };
-    let calls = steps.iter().map(|step| match step {
+    let calls = steps
+        .iter()
+        .map(|step| block_step(step, names, direction, &quote!(x), &quote!(log_det)));
+    quote!(#(#calls)*)
+}
+
+/// One step over a block held in `target`, adding log-dets to `log_det`.
+pub(super) fn block_step(
+    step: &Step,
+    names: &Names,
+    direction: Direction,
+    target: &TokenStream,
+    log_det: &TokenStream,
+) -> TokenStream {
+    let rt = runtime();
+    match step {
         Step::Fused(run) => {
             let kernel = fused_kernel(run, &names.fields, direction);
-            quote!(#rt::layers::map_rows(x.view_mut(), log_det.view_mut(), #kernel);)
+            quote!(#rt::layers::map_rows(#target.view_mut(), #log_det.view_mut(), #kernel);)
         }
         Step::Single(i) => {
             let field = &names.fields[*i];
-            quote!(self.#field.#method(x.view_mut(), log_det.view_mut(), ws);)
+            let method = match direction {
+                Direction::Forward => quote!(forward_block),
+                Direction::Inverse => quote!(inverse_block),
+            };
+            quote!(self.#field.#method(#target.view_mut(), #log_det.view_mut(), ws);)
         }
-    });
-    quote!(#(#calls)*)
+    }
 }
 
 fn point_body(flow: &Flow, names: &Names, direction: Direction) -> TokenStream {
@@ -98,7 +111,7 @@ fn point_body(flow: &Flow, names: &Names, direction: Direction) -> TokenStream {
     quote!(#(#calls)*)
 }
 
-fn base_type(flow: &Flow) -> TokenStream {
+pub(super) fn base_type(flow: &Flow) -> TokenStream {
     let rt = runtime();
     match flow.base {
         Base::Normal => quote!(#rt::StandardNormal),
@@ -106,7 +119,7 @@ fn base_type(flow: &Flow) -> TokenStream {
     }
 }
 
-fn generics(flow: &Flow) -> syn::Generics {
+pub(super) fn generics(flow: &Flow) -> syn::Generics {
     flow.header
         .as_ref()
         .map(|h| h.generics.clone())

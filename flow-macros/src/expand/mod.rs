@@ -9,6 +9,7 @@ use syn::Ident;
 use crate::check::Checked;
 use crate::ir::{Dim, FloatType, Flow, Layer};
 
+mod backward;
 mod chain;
 mod model;
 mod stub;
@@ -26,9 +27,11 @@ pub fn expand(flow: &Flow, checked: &Checked) -> TokenStream {
     let model = model::model(flow, checked, &names);
     let traits = chain::flow_traits(flow, &names);
     let points = chain::point_api(flow, &names);
+    let trainable = backward::trainable(flow, &names);
     let items = quote! {
         #model
         #traits
+        #trainable
         #points
     };
     match &flow.header {

@@ -71,6 +71,23 @@ pub fn stub(header: Option<&ItemHeader>, dim: &Dim, float: FloatType) -> TokenSt
             ) { #unreachable }
         }
 
+        #[allow(unused_variables)]
+        impl #impl_generics #rt::Trainable<#float> for #ty #ty_generics #where_clause {
+            fn param_len(&self) -> usize { #unreachable }
+            fn visit_params(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[#float])) { #unreachable }
+            fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [#float])) { #unreachable }
+            fn log_prob_backward_block(
+                &self,
+                x: #rt::ndarray::ArrayView2<'_, #float>,
+                log_prob: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                weight: #rt::ndarray::ArrayView1<'_, #float>,
+                grad: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                param_grad: &mut [#float],
+                tape: &mut ::std::vec::Vec<#float>,
+                ws: &mut #rt::Workspace<#float>,
+            ) { #unreachable }
+        }
+
         impl #impl_generics #rt::rand::distr::Distribution<#point> for #ty #ty_generics #where_clause {
             fn sample<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point { #unreachable }
         }

@@ -1,13 +1,15 @@
 //! Coupling layers (RealNVP, NICE): the kept coordinates pass through unchanged and feed a
 //! conditioner MLP whose outputs transform the others.
 
-use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use std::borrow::Cow;
+
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use rand::Rng;
 
 use crate::float::Float;
 use crate::layers::Layer;
 pub use crate::nets::Activation;
-use crate::nets::Mlp;
+use crate::nets::{Mlp, MlpTape};
 use crate::workspace::Workspace;
 
 /// Which coordinates a coupling keeps (passes through and conditions on).
@@ -87,6 +89,30 @@ fn affine_step<F: Float>(inverse: bool, v: F, t: F, raw: F) -> (F, F) {
         ((v - t) * (-s).exp(), -s)
     } else {
         (v * s.exp() + t, s)
+    }
+}
+
+/// `"net.{l}.weight"` / `"net.{l}.bias"` for the first [`NAMED_LAYERS`] conditioner
+/// layers, so visiting parameters does not allocate.
+macro_rules! param_names {
+    ($($l:literal)*) => {
+        [$([concat!("net.", $l, ".weight"), concat!("net.", $l, ".bias")]),*]
+    };
+}
+
+/// How many conditioner layers have a static parameter name.
+const NAMED_LAYERS: usize = 16;
+
+static PARAM_NAMES: [[&str; 2]; NAMED_LAYERS] =
+    param_names!("0" "1" "2" "3" "4" "5" "6" "7" "8" "9" "10" "11" "12" "13" "14" "15");
+
+/// The name of tensor `kind` (`"weight"` or `"bias"`) of conditioner layer `l`: static for
+/// the first [`NAMED_LAYERS`] layers, formatted (allocating) beyond.
+fn param_name(l: usize, kind: &'static str) -> Cow<'static, str> {
+    match (PARAM_NAMES.get(l), kind) {
+        (Some([weight, _]), "weight") => Cow::Borrowed(weight),
+        (Some([_, bias]), "bias") => Cow::Borrowed(bias),
+        _ => Cow::Owned(format!("net.{l}.{kind}")),
     }
 }
 
@@ -190,11 +216,7 @@ impl<F: Float> Coupling<F> {
             rows * n_out,
         ]);
 
-        for (row, dst) in x.axis_iter(Axis(0)).zip(cond.chunks_exact_mut(k)) {
-            for (d, &c) in dst.iter_mut().zip(&self.kept) {
-                *d = row[c];
-            }
-        }
+        self.gather_kept(x.view(), cond);
         let input = ArrayView2::from_shape((rows, k), &*cond).expect("workspace buffer 0");
         let outputs =
             ArrayViewMut2::from_shape((rows, n_out), &mut *out).expect("workspace buffer 3");
@@ -227,6 +249,121 @@ impl<F: Float> Coupling<F> {
                     }
                     *ld += acc;
                 }
+            }
+        }
+    }
+
+    /// Reverse mode through [`Coupling::block`] in the inverse direction (see
+    /// [`Layer::inverse_backward_block`]). Workspace buffers: 0 the kept columns of `y`
+    /// (the conditioner's input), 1 and 2 the conditioner's tape (pre-activations and
+    /// activations of its hidden layers), 3 its outputs and then their gradients, 4 the
+    /// conditioner's backward scratch, 5 the gradient of its input.
+    fn backward(
+        &self,
+        y: ArrayView2<'_, F>,
+        mut grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        let rows = y.nrows();
+        assert_eq!(
+            y.ncols(),
+            self.dim(),
+            "coupling: block has the wrong number of columns"
+        );
+        assert_eq!(
+            grad.dim(),
+            y.dim(),
+            "coupling: the gradient block has the wrong shape"
+        );
+        assert_eq!(weight.len(), rows, "coupling: weight has the wrong length");
+        assert_eq!(
+            param_grad.len(),
+            self.net.param_len(),
+            "coupling: param_grad has the wrong length"
+        );
+        if rows == 0 {
+            return;
+        }
+        let k = self.kept.len();
+        let m = self.transformed.len();
+        let n_out = self.net.outputs();
+        let tape_len = rows * self.net.hidden_total();
+        let [cond, pre, post, out, scratch, cond_grad] = ws.slices([
+            rows * k,
+            tape_len,
+            tape_len,
+            rows * n_out,
+            rows * self.net.max_hidden(),
+            rows * k,
+        ]);
+        self.gather_kept(y, cond);
+        let input = ArrayView2::from_shape((rows, k), &*cond).expect("workspace buffer 0");
+        let mut tape = MlpTape { pre, post };
+        self.net.forward_block_tape(
+            input,
+            ArrayViewMut2::from_shape((rows, n_out), &mut *out).expect("workspace buffer 3"),
+            &mut tape,
+        );
+
+        // ∂J/∂(conditioner outputs) into `out`, ∂J/∂y of the transformed columns in `grad`.
+        let rows_iter = y
+            .rows()
+            .into_iter()
+            .zip(grad.rows_mut())
+            .zip(&weight)
+            .zip(out.chunks_exact_mut(n_out));
+        match self.transform {
+            CouplingTransform::Additive => {
+                // x = y − t: ∂J/∂y = x̄, ∂J/∂t = −x̄.
+                for (((_, g), _), o) in rows_iter {
+                    for (&c, t_bar) in self.transformed.iter().zip(o) {
+                        *t_bar = -g[c];
+                    }
+                }
+            }
+            CouplingTransform::Affine => {
+                // x = (y − t)·e^{−s}, log-det −Σ s, s = C·tanh(raw/C):
+                // ∂J/∂y = x̄·e^{−s}, ∂J/∂t = −x̄·e^{−s}, ∂J/∂s = −x̄·x − w,
+                // ∂J/∂raw = ∂J/∂s·(1 − tanh²(raw/C)).
+                let bound = F::of(LOG_SCALE_BOUND);
+                for (((y_row, mut g), &w), o) in rows_iter {
+                    let (shift, raw) = o.split_at_mut(m);
+                    for ((&c, t), r) in self.transformed.iter().zip(shift).zip(raw) {
+                        let th = (*r / bound).tanh();
+                        let e = (-(bound * th)).exp();
+                        let x_bar = g[c];
+                        let x = (y_row[c] - *t) * e;
+                        let y_bar = x_bar * e;
+                        g[c] = y_bar;
+                        *t = -y_bar;
+                        *r = (-(x_bar * x) - w) * (F::one() - th * th);
+                    }
+                }
+            }
+        }
+
+        let out_grad = ArrayView2::from_shape((rows, n_out), &*out).expect("workspace buffer 3");
+        let input_grad =
+            ArrayViewMut2::from_shape((rows, k), &mut *cond_grad).expect("workspace buffer 5");
+        self.net
+            .backward_block(input, &mut tape, out_grad, input_grad, param_grad, scratch);
+
+        // The kept columns of x are those of y: add the conditioner's input gradient.
+        for (mut g, src) in grad.rows_mut().into_iter().zip(cond_grad.chunks_exact(k)) {
+            for (&c, &d) in self.kept.iter().zip(src) {
+                g[c] += d;
+            }
+        }
+    }
+
+    /// Copies the kept columns of `x` into `dst` (row-major `rows × kept`).
+    fn gather_kept(&self, x: ArrayView2<'_, F>, dst: &mut [F]) {
+        let k = self.kept.len();
+        for (row, dst) in x.rows().into_iter().zip(dst.chunks_exact_mut(k)) {
+            for (d, &c) in dst.iter_mut().zip(&self.kept) {
+                *d = row[c];
             }
         }
     }
@@ -289,15 +426,32 @@ impl<F: Float> Coupling<F> {
 }
 
 impl<F: Float> Layer<F> for Coupling<F> {
+    /// Recomputes the conditioner from the kept columns of `y` (they are its input),
+    /// keeping its hidden values in the workspace, then backpropagates through the
+    /// transform and the conditioner. Allocates nothing once the workspace has grown.
     fn inverse_backward_block(
         &self,
-        _y: ndarray::ArrayView2<'_, F>,
-        _grad: ndarray::ArrayViewMut2<'_, F>,
-        _weight: ndarray::ArrayView1<'_, F>,
-        _param_grad: &mut [F],
-        _ws: &mut Workspace<F>,
+        y: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
     ) {
-        todo!("backward")
+        self.backward(y, grad, weight, param_grad, ws);
+    }
+    /// Every weight and bias of the conditioner.
+    fn param_len(&self) -> usize {
+        self.net.param_len()
+    }
+    /// `net.0.weight` (shape `[inputs, outputs]`, row-major), `net.0.bias` (`[outputs]`),
+    /// `net.1.weight`, … in the conditioner's layer order.
+    fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[F])) {
+        self.net
+            .visit_params(|l, kind, shape, values| visit(&param_name(l, kind), shape, values));
+    }
+    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {
+        self.net
+            .visit_params_mut(|l, kind, shape, values| visit(&param_name(l, kind), shape, values));
     }
     fn kind(&self) -> &'static str {
         "coupling"
@@ -902,6 +1056,398 @@ mod tests {
         assert!((pl - ld[3]).abs() < 1e-4);
         for (a, b) in p.iter().zip(y.row(3)) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+        }
+    }
+    // ---- reverse mode -------------------------------------------------------------
+
+    /// The hidden shapes of the gradient checks.
+    const BACKWARD_HIDDEN: [&[usize]; 4] = [&[], &[8], &[8, 6], &[8, 6, 5]];
+
+    type Config = (
+        usize,
+        Mask<'static>,
+        CouplingTransform,
+        Activation,
+        &'static [usize],
+    );
+
+    /// Every mask (dims 2 and 5), transform, activation and hidden shape of the checks.
+    fn backward_configs() -> Vec<Config> {
+        let mut out = Vec::new();
+        for dim in [2, 5] {
+            for mask in masks(dim) {
+                for transform in TRANSFORMS {
+                    for activation in ACTIVATIONS {
+                        for hidden in BACKWARD_HIDDEN {
+                            out.push((dim, mask, transform, activation, hidden));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Central-difference check: `|g − fd| ≤ 1e-5·max(|g|, |fd|) + 1e-7`.
+    fn grad_close(g: f64, fd: f64) -> bool {
+        (g - fd).abs() <= 1e-5 * g.abs().max(fd.abs()) + 1e-7
+    }
+
+    /// `J(y) = Σ_i ⟨x̄_i, x_i(y)⟩ + w_i·ld_i(y)` through `inverse_block`.
+    fn objective(c: &Coupling<f64>, y: &Array2<f64>, x_bar: &Array2<f64>, w: &Array1<f64>) -> f64 {
+        let (x, ld) = inverse(c, y);
+        (x * x_bar).sum() + ld.dot(w)
+    }
+
+    /// `(∂J/∂y, ∂J/∂θ)` from `inverse_backward_block` with a fresh workspace.
+    fn backward(
+        c: &Coupling<f64>,
+        y: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+    ) -> (Array2<f64>, Vec<f64>) {
+        let mut grad = x_bar.clone();
+        let mut param_grad = vec![0.0; c.param_len()];
+        c.inverse_backward_block(
+            y.view(),
+            grad.view_mut(),
+            w.view(),
+            &mut param_grad,
+            &mut Workspace::default(),
+        );
+        (grad, param_grad)
+    }
+
+    /// Random `(y, x̄, w)` for a block of `rows` rows.
+    fn random_backward_inputs(
+        rows: usize,
+        dim: usize,
+        r: &mut StdRng,
+    ) -> (Array2<f64>, Array2<f64>, Array1<f64>) {
+        let y = random_rows(rows, dim, r);
+        let x_bar = Array2::from_shape_simple_fn((rows, dim), || f64::standard_normal(r));
+        let w = Array1::from_shape_simple_fn(rows, || r.random_range(-2.0..2.0));
+        (y, x_bar, w)
+    }
+
+    fn flat_params(c: &Coupling<f64>) -> Vec<f64> {
+        let mut out = Vec::new();
+        c.visit_params(&mut |_, _, v| out.extend_from_slice(v));
+        out
+    }
+
+    /// Sets flat parameter `p` through `visit_params_mut`.
+    fn set_param(c: &mut Coupling<f64>, p: usize, value: f64) {
+        let mut offset = 0;
+        c.visit_params_mut(&mut |_, _, v| {
+            if (offset..offset + v.len()).contains(&p) {
+                v[p - offset] = value;
+            }
+            offset += v.len();
+        });
+    }
+
+    #[test]
+    fn backward_input_gradient_matches_finite_differences() {
+        let mut r = rng(20);
+        let h = 1e-5;
+        for config in backward_configs() {
+            let c = random_coupling(config, &mut r);
+            let (y, x_bar, w) = random_backward_inputs(4, config.0, &mut r);
+            let (grad, _) = backward(&c, &y, &x_bar, &w);
+            for i in 0..y.nrows() {
+                for j in 0..y.ncols() {
+                    let (mut up, mut down) = (y.clone(), y.clone());
+                    up[[i, j]] += h;
+                    down[[i, j]] -= h;
+                    let fd = (objective(&c, &up, &x_bar, &w) - objective(&c, &down, &x_bar, &w))
+                        / (2.0 * h);
+                    let g = grad[[i, j]];
+                    assert!(
+                        grad_close(g, fd),
+                        "{config:?} ∂J/∂y[{i},{j}]: {g} vs fd {fd}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_param_gradient_matches_finite_differences() {
+        let mut r = rng(21);
+        let h = 1e-5;
+        for config in backward_configs() {
+            let mut c = random_coupling(config, &mut r);
+            let (y, x_bar, w) = random_backward_inputs(4, config.0, &mut r);
+            let (_, param_grad) = backward(&c, &y, &x_bar, &w);
+            // Every entry of every tensor (the nets here are small).
+            for (p, v) in flat_params(&c).into_iter().enumerate() {
+                set_param(&mut c, p, v + h);
+                let up = objective(&c, &y, &x_bar, &w);
+                set_param(&mut c, p, v - h);
+                let down = objective(&c, &y, &x_bar, &w);
+                set_param(&mut c, p, v);
+                let fd = (up - down) / (2.0 * h);
+                assert!(
+                    grad_close(param_grad[p], fd),
+                    "{config:?} ∂J/∂θ[{p}]: {} vs fd {fd}",
+                    param_grad[p]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backward_adds_to_param_grad() {
+        let mut r = rng(22);
+        for transform in TRANSFORMS {
+            let config = (5, Mask::Odd, transform, Activation::Tanh, &[8, 6][..]);
+            let c = random_coupling(config, &mut r);
+            let (y, x_bar, w) = random_backward_inputs(17, 5, &mut r);
+            let (grad, fresh) = backward(&c, &y, &x_bar, &w);
+            let start: Vec<f64> = (0..c.param_len())
+                .map(|_| r.random_range(-3.0..3.0))
+                .collect();
+            let mut acc = start.clone();
+            let mut grad_again = x_bar.clone();
+            c.inverse_backward_block(
+                y.view(),
+                grad_again.view_mut(),
+                w.view(),
+                &mut acc,
+                &mut Workspace::default(),
+            );
+            assert_eq!(grad_again, grad);
+            for ((a, s), f) in acc.iter().zip(&start).zip(&fresh) {
+                assert!(close(*a, s + f, 1e-13), "{transform:?}: {a} vs {s} + {f}");
+            }
+        }
+    }
+
+    #[test]
+    fn params_are_visited_in_layout_order() {
+        let mut r = rng(23);
+        for transform in TRANSFORMS {
+            let config = (5, Mask::Even, transform, Activation::Elu, &[8, 6][..]);
+            let mut c = random_coupling(config, &mut r);
+            let n_out = c.net.outputs();
+            let mut seen = Vec::new();
+            c.visit_params(&mut |name, shape, v| {
+                assert_eq!(shape.iter().product::<usize>(), v.len(), "{name}");
+                seen.push((name.to_string(), shape.to_vec()));
+            });
+            let expected = [
+                ("net.0.weight", vec![3, 8]),
+                ("net.0.bias", vec![8]),
+                ("net.1.weight", vec![8, 6]),
+                ("net.1.bias", vec![6]),
+                ("net.2.weight", vec![6, n_out]),
+                ("net.2.bias", vec![n_out]),
+            ]
+            .map(|(n, s)| (n.to_string(), s));
+            assert_eq!(seen, expected);
+            let flat = flat_params(&c);
+            assert_eq!(flat.len(), c.param_len());
+            assert_eq!(c.param_len(), 24 + 8 + 48 + 6 + 6 * n_out + n_out);
+            // Row-major weights; the last layer is visited last.
+            assert_eq!(flat[32 + 5 * 6 + 4], c.net.layers[1].weight[[5, 4]]);
+            assert_eq!(flat[flat.len() - 1], c.net.layers[2].bias[n_out - 1]);
+            // visit_params_mut writes through, in the same order.
+            let mut k = 0.0;
+            c.visit_params_mut(&mut |_, _, v| {
+                for x in v {
+                    *x = k;
+                    k += 1.0;
+                }
+            });
+            let expected: Vec<f64> = (0..c.param_len()).map(|i| i as f64).collect();
+            assert_eq!(flat_params(&c), expected);
+            assert_eq!(c.net.layers[1].weight[[5, 4]], (32 + 5 * 6 + 4) as f64);
+        }
+        // Names stay right past the static table.
+        let deep: Coupling<f64> = Coupling::new(
+            2,
+            Mask::Even,
+            CouplingTransform::Additive,
+            &[1; 17],
+            Activation::Relu,
+            &mut r,
+        );
+        let mut names = Vec::new();
+        deep.visit_params(&mut |name, _, _| names.push(name.to_string()));
+        assert_eq!(names.len(), 36);
+        for (l, pair) in names.chunks(2).enumerate() {
+            assert_eq!(pair, [format!("net.{l}.weight"), format!("net.{l}.bias")]);
+        }
+    }
+
+    #[test]
+    fn backward_one_big_block_equals_blocks_of_256() {
+        let mut r = rng(24);
+        for transform in TRANSFORMS {
+            let config = (7, Mask::Odd, transform, Activation::Silu, &[16, 12][..]);
+            let c = random_coupling(config, &mut r);
+            let (y, x_bar, w) = random_backward_inputs(1000, 7, &mut r);
+            let (grad_whole, param_whole) = backward(&c, &y, &x_bar, &w);
+            let mut grad_pieces = x_bar.clone();
+            let mut param_pieces = vec![0.0; c.param_len()];
+            let mut ws = Workspace::default();
+            for start in (0..1000).step_by(256) {
+                let end = (start + 256).min(1000);
+                c.inverse_backward_block(
+                    y.slice(s![start..end, ..]),
+                    grad_pieces.slice_mut(s![start..end, ..]),
+                    w.slice(s![start..end]),
+                    &mut param_pieces,
+                    &mut ws,
+                );
+            }
+            for (a, b) in grad_whole.iter().zip(&grad_pieces) {
+                assert!(close(*a, *b, 1e-13), "{transform:?}: {a} vs {b}");
+            }
+            for (a, b) in param_whole.iter().zip(&param_pieces) {
+                assert!(close(*a, *b, 1e-11), "{transform:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn backward_workspace_does_not_grow_on_repeated_calls() {
+        let mut r = rng(25);
+        for hidden in BACKWARD_HIDDEN {
+            for transform in TRANSFORMS {
+                let config = (6, Mask::Even, transform, Activation::Relu, hidden);
+                let c = random_coupling(config, &mut r);
+                let (y, x_bar, w) = random_backward_inputs(256, 6, &mut r);
+                let mut ws = Workspace::default();
+                let mut grad = x_bar.clone();
+                let mut param_grad = vec![0.0; c.param_len()];
+                c.inverse_backward_block(
+                    y.view(),
+                    grad.view_mut(),
+                    w.view(),
+                    &mut param_grad,
+                    &mut ws,
+                );
+                let capacity = ws.capacity();
+                assert!(capacity > 0);
+                for rows in [256, 100, 256, 1] {
+                    grad.assign(&x_bar);
+                    c.inverse_backward_block(
+                        y.slice(s![..rows, ..]),
+                        grad.slice_mut(s![..rows, ..]),
+                        w.slice(s![..rows]),
+                        &mut param_grad,
+                        &mut ws,
+                    );
+                    // The inverse pass that precedes a backward pass in training.
+                    let mut x = y.clone();
+                    let mut ld = Array1::zeros(256);
+                    c.inverse_block(x.view_mut(), ld.view_mut(), &mut ws);
+                    assert_eq!(ws.capacity(), capacity, "{hidden:?} {transform:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_works_on_non_contiguous_blocks() {
+        let mut r = rng(26);
+        let config = (
+            4,
+            Mask::Explicit(&[true, false, false, true]),
+            CouplingTransform::Affine,
+            Activation::Elu,
+            &[6, 5][..],
+        );
+        let c = random_coupling(config, &mut r);
+        let (y, x_bar, w) = random_backward_inputs(30, 4, &mut r);
+        let (grad, param_grad) = backward(&c, &y, &x_bar, &w);
+        // Every other row of a taller array for y and w, a column-major gradient.
+        let mut tall = Array2::zeros((60, 4));
+        tall.slice_mut(s![..;2, ..]).assign(&y);
+        let mut w_tall = Array1::zeros(60);
+        w_tall.slice_mut(s![..;2]).assign(&w);
+        let mut fortran = Array2::zeros((30, 4).f());
+        fortran.assign(&x_bar);
+        let mut pg = vec![0.0; c.param_len()];
+        c.inverse_backward_block(
+            tall.slice(s![..;2, ..]),
+            fortran.view_mut(),
+            w_tall.slice(s![..;2]),
+            &mut pg,
+            &mut Workspace::default(),
+        );
+        assert_eq!(fortran, grad);
+        for (a, b) in pg.iter().zip(&param_grad) {
+            assert!(close(*a, *b, 1e-13), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn backward_stays_finite_with_saturated_log_scales() {
+        let mut r = rng(27);
+        let config = (
+            5,
+            Mask::Odd,
+            CouplingTransform::Affine,
+            Activation::Tanh,
+            &[8][..],
+        );
+        let mut c = random_coupling(config, &mut r);
+        let m = c.transformed().len();
+        let last = c.net.layers.last_mut().unwrap();
+        for i in 0..m {
+            last.bias[m + i] = if i % 2 == 0 { 1e4 } else { -1e4 };
+        }
+        let (y, x_bar, w) = random_backward_inputs(20, 5, &mut r);
+        let (grad, param_grad) = backward(&c, &y, &x_bar, &w);
+        assert!(grad.iter().chain(&param_grad).all(|g| g.is_finite()));
+    }
+
+    #[test]
+    fn backward_works_in_f32() {
+        let mut r = rng(28);
+        let config = (
+            5,
+            Mask::SecondHalf,
+            CouplingTransform::Affine,
+            Activation::Silu,
+            &[8, 6][..],
+        );
+        let c64 = random_coupling(config, &mut r);
+        let mut c32: Coupling<f32> = Coupling::new(
+            5,
+            Mask::SecondHalf,
+            CouplingTransform::Affine,
+            &[8, 6],
+            Activation::Silu,
+            &mut r,
+        );
+        let flat = flat_params(&c64);
+        let mut offset = 0;
+        c32.visit_params_mut(&mut |_, _, v| {
+            for x in v.iter_mut() {
+                *x = flat[offset] as f32;
+                offset += 1;
+            }
+        });
+        let (y, x_bar, w) = random_backward_inputs(40, 5, &mut r);
+        let (grad, param_grad) = backward(&c64, &y, &x_bar, &w);
+        let mut grad32 = x_bar.mapv(|v| v as f32);
+        let mut pg32 = vec![0f32; c32.param_len()];
+        c32.inverse_backward_block(
+            y.mapv(|v| v as f32).view(),
+            grad32.view_mut(),
+            w.mapv(|v| v as f32).view(),
+            &mut pg32,
+            &mut Workspace::default(),
+        );
+        for (a, b) in grad32.iter().zip(&grad) {
+            assert!(close(*a as f64, *b, 1e-3), "{a} vs {b}");
+        }
+        for (a, b) in pg32.iter().zip(&param_grad) {
+            assert!(close(*a as f64, *b, 1e-3), "{a} vs {b}");
         }
     }
 }

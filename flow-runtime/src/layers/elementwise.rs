@@ -256,11 +256,27 @@ fn outside_domain<F: Float>() -> (F, F) {
 
 // ---------------------------------------------------------------------------------------
 // Kernels. Inverse kernels reject NaN and ±∞ (not in any codomain) with `(NaN, −∞)`.
+//
+// Backward kernels (`inverse_backward`) differentiate the exact formulas of `inverse`.
+// Given a `y` that `inverse` rejects, they return NaN for `∂J/∂y` and leave `param_grad`
+// untouched: such a point has log-density −∞, and the NaN tells the caller so without
+// poisoning the accumulated parameter gradients of the other rows.
 // ---------------------------------------------------------------------------------------
 
 impl<F: Float> Elementwise<F> for Affine<F> {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = (y − shift)·e^{−s}`, log-det `−s`: `∂J/∂y = x̄·e^{−s}`,
+    /// `∂J/∂shift = −x̄·e^{−s}`, `∂J/∂s = −x̄·x − w`.
+    #[inline]
+    fn inverse_backward(&self, j: usize, y: F, x_bar: F, w: F, param_grad: &mut [F]) -> F {
+        if !y.is_finite() {
+            return F::nan();
+        }
+        let e = (-self.log_scale[j]).exp();
+        let x = (y - self.shift[j]) * e;
+        let dy = x_bar * e;
+        param_grad[j] -= dy;
+        param_grad[self.shift.len() + j] -= x_bar * x + w;
+        dy
     }
     #[inline]
     fn forward(&self, j: usize, x: F) -> (F, F) {
@@ -278,8 +294,16 @@ impl<F: Float> Elementwise<F> for Affine<F> {
 }
 
 impl<F: Float> Elementwise<F> for Shift<F> {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = y − shift`, log-det 0: `∂J/∂y = x̄`, `∂J/∂shift = −x̄` (when learnable).
+    #[inline]
+    fn inverse_backward(&self, j: usize, y: F, x_bar: F, _w: F, param_grad: &mut [F]) -> F {
+        if !y.is_finite() {
+            return F::nan();
+        }
+        if self.learnable {
+            param_grad[j] -= x_bar;
+        }
+        x_bar
     }
     #[inline]
     fn forward(&self, j: usize, x: F) -> (F, F) {
@@ -295,8 +319,18 @@ impl<F: Float> Elementwise<F> for Shift<F> {
 }
 
 impl<F: Float> Elementwise<F> for Scale<F> {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = sign·e^{−s}·y`, log-det `−s`: `∂J/∂y = x̄·sign·e^{−s}`, `∂J/∂s = −x̄·x − w`
+    /// (when learnable).
+    #[inline]
+    fn inverse_backward(&self, j: usize, y: F, x_bar: F, w: F, param_grad: &mut [F]) -> F {
+        if !y.is_finite() {
+            return F::nan();
+        }
+        let d = self.sign * (-self.log_scale[j]).exp();
+        if self.learnable {
+            param_grad[j] -= x_bar * (d * y) + w;
+        }
+        x_bar * d
     }
     #[inline]
     fn forward(&self, j: usize, x: F) -> (F, F) {
@@ -316,8 +350,14 @@ impl<F: Float> Elementwise<F> for Scale<F> {
 /// The log-det is a function of the real-line value (`x` forward, `logit y` inverse),
 /// evaluated by the same [`sigmoid_log_det`], so `inverse(y).1 == −forward(inverse(y).0).1`.
 impl<F: Float> Elementwise<F> for Sigmoid {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = logit y`, log-det `−log y − log(1 − y)`: `dx/dy = 1/(y(1 − y))` and
+    /// `d(log-det)/dy = (2y − 1)/(y(1 − y))` (`2y − 1` is exact for `y ≥ ¼`).
+    #[inline]
+    fn inverse_backward(&self, _j: usize, y: F, x_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !(y > F::zero() && y < F::one()) {
+            return F::nan();
+        }
+        (x_bar + w * (y + y - F::one())) / (y * (F::one() - y))
     }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -336,8 +376,14 @@ impl<F: Float> Elementwise<F> for Sigmoid {
 
 /// Mirror of [`Sigmoid`]: `forward(y).1 == −inverse(forward(y).0).1` exactly.
 impl<F: Float> Elementwise<F> for Logit {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = σ(y)`, log-det `log σ(y) + log σ(−y)`: `dx/dy = σ(y)·σ(−y)` and
+    /// `d(log-det)/dy = σ(−y) − σ(y) = −tanh(y/2)` (no cancellation).
+    #[inline]
+    fn inverse_backward(&self, _j: usize, y: F, x_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !y.is_finite() {
+            return F::nan();
+        }
+        x_bar * (sigmoid(y) * sigmoid(-y)) - w * (y * F::of(0.5)).tanh()
     }
     #[inline]
     fn forward(&self, _j: usize, y: F) -> (F, F) {
@@ -363,8 +409,15 @@ impl<F: Float> Elementwise<F> for Logit {
 }
 
 impl<F: Float> Elementwise<F> for Tanh {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = atanh y`, log-det `−log(1 − y²)`: `dx/dy = 1/(1 − y²)` and
+    /// `d(log-det)/dy = 2y/(1 − y²)`, with `1 − y² = (1 − |y|)(1 + |y|)`.
+    #[inline]
+    fn inverse_backward(&self, _j: usize, y: F, x_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if y.is_nan() || y.abs() >= F::one() {
+            return F::nan();
+        }
+        let a = y.abs();
+        (x_bar + w * (y + y)) / ((F::one() - a) * (F::one() + a))
     }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -384,8 +437,18 @@ impl<F: Float> Elementwise<F> for Tanh {
 /// Mirror of [`Tanh`]: `Atanh::forward` is `Tanh::inverse` on `(−1, 1)` and
 /// `Atanh::inverse` is `Tanh::forward`.
 impl<F: Float> Elementwise<F> for Atanh {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = tanh y`, log-det `log(1 − tanh²y)`: `dx/dy = sech²y = 4e/(1 + e)²` with
+    /// `e = exp(−2|y|)` (no cancellation near `±1`), `d(log-det)/dy = −2·tanh y`.
+    #[inline]
+    fn inverse_backward(&self, _j: usize, y: F, x_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !y.is_finite() {
+            return F::nan();
+        }
+        let two = F::one() + F::one();
+        let e = (-two * y.abs()).exp();
+        let one_e = F::one() + e;
+        let sech2 = (two + two) * e / (one_e * one_e);
+        x_bar * sech2 - w * two * y.tanh()
     }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -409,8 +472,15 @@ impl<F: Float> Elementwise<F> for Atanh {
 }
 
 impl<F: Float> Elementwise<F> for Softplus {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = y + log(−expm1(−y))`, log-det `−log(−expm1(−y))`:
+    /// `dx/dy = 1/(1 − e^{−y}) = −1/expm1(−y)` and `d(log-det)/dy = −1/expm1(y)`.
+    /// Overflows to `±∞` only where the true derivative exceeds the float range (y ≲ 1/MAX).
+    #[inline]
+    fn inverse_backward(&self, _j: usize, y: F, x_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !(y > F::zero() && y < F::infinity()) {
+            return F::nan();
+        }
+        x_bar / -(-y).exp_m1() - w / y.exp_m1()
     }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -429,8 +499,13 @@ impl<F: Float> Elementwise<F> for Softplus {
 }
 
 impl<F: Float> Elementwise<F> for Exp {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = log y`, log-det `−log y`: `∂J/∂y = (x̄ − w)/y`.
+    #[inline]
+    fn inverse_backward(&self, _j: usize, y: F, x_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !(y > F::zero() && y < F::infinity()) {
+            return F::nan();
+        }
+        (x_bar - w) / y
     }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -449,8 +524,14 @@ impl<F: Float> Elementwise<F> for Exp {
 
 /// Mirror of [`Exp`]: `forward(x).1 == −inverse(forward(x).0).1` exactly.
 impl<F: Float> Elementwise<F> for Log {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = exp y`, log-det `y`: `∂J/∂y = x̄·exp y + w` (infinite where `exp y` overflows,
+    /// as the value itself does).
+    #[inline]
+    fn inverse_backward(&self, _j: usize, y: F, x_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !y.is_finite() {
+            return F::nan();
+        }
+        x_bar * y.exp() + w
     }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -475,8 +556,18 @@ impl<F: Float> Elementwise<F> for Log {
 }
 
 impl<F: Float> Elementwise<F> for LeakyRelu<F> {
-    fn inverse_backward(&self, _j: usize, _y: F, _x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        todo!("backward kernel")
+    /// `x = y/slope` for `y < 0`, else `y`; the log-det is piecewise constant, so
+    /// `∂J/∂y = x̄/slope` or `x̄` (the slope is not learnable).
+    #[inline]
+    fn inverse_backward(&self, _j: usize, y: F, x_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        if !y.is_finite() {
+            return F::nan();
+        }
+        if y < F::zero() {
+            x_bar / self.slope
+        } else {
+            x_bar
+        }
     }
     #[inline]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -501,21 +592,74 @@ impl<F: Float> Elementwise<F> for LeakyRelu<F> {
 
 /// The learnable parameters of an elementwise layer (none by default), behind
 /// [`Layer::param_len`](crate::layers::Layer::param_len) and the visitors.
+// The visitor types mirror `Layer::visit_params{,_mut}` exactly (the macro forwards them).
 pub trait ElementwiseParams<F: Float> {
     /// The number of learnable parameters.
     fn param_len(&self) -> usize {
         0
     }
     /// Visits each learnable tensor as `(name, shape, values)`.
+    #[allow(clippy::type_complexity)]
     fn visit_params(&self, _visit: &mut dyn FnMut(&str, &[usize], &[F])) {}
     /// Visits each learnable tensor mutably.
+    #[allow(clippy::type_complexity)]
     fn visit_params_mut(&mut self, _visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {}
 }
 
-// TODO(helper): parameters and backward kernels.
-impl<F: Float> ElementwiseParams<F> for Affine<F> {}
-impl<F: Float> ElementwiseParams<F> for Shift<F> {}
-impl<F: Float> ElementwiseParams<F> for Scale<F> {}
+/// `shift` (`[D]`) then `log_scale` (`[D]`): `param_grad[j]` and `param_grad[D + j]`.
+impl<F: Float> ElementwiseParams<F> for Affine<F> {
+    fn param_len(&self) -> usize {
+        self.shift.len() + self.log_scale.len()
+    }
+    fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[F])) {
+        visit("shift", &[self.shift.len()], &self.shift);
+        visit("log_scale", &[self.log_scale.len()], &self.log_scale);
+    }
+    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {
+        visit("shift", &[self.shift.len()], &mut self.shift);
+        visit("log_scale", &[self.log_scale.len()], &mut self.log_scale);
+    }
+}
+
+/// `shift` (`[D]`) when learnable, nothing when constant.
+impl<F: Float> ElementwiseParams<F> for Shift<F> {
+    fn param_len(&self) -> usize {
+        if self.learnable { self.shift.len() } else { 0 }
+    }
+    fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[F])) {
+        if self.learnable {
+            visit("shift", &[self.shift.len()], &self.shift);
+        }
+    }
+    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {
+        if self.learnable {
+            visit("shift", &[self.shift.len()], &mut self.shift);
+        }
+    }
+}
+
+/// `log_scale` (`[D]`) when learnable, nothing when constant (the sign is never learnt).
+impl<F: Float> ElementwiseParams<F> for Scale<F> {
+    fn param_len(&self) -> usize {
+        if self.learnable {
+            self.log_scale.len()
+        } else {
+            0
+        }
+    }
+    fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[F])) {
+        if self.learnable {
+            visit("log_scale", &[self.log_scale.len()], &self.log_scale);
+        }
+    }
+    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {
+        if self.learnable {
+            visit("log_scale", &[self.log_scale.len()], &mut self.log_scale);
+        }
+    }
+}
+
+// No learnable parameters.
 impl<F: Float> ElementwiseParams<F> for Sigmoid {}
 impl<F: Float> ElementwiseParams<F> for Logit {}
 impl<F: Float> ElementwiseParams<F> for Tanh {}
@@ -539,7 +683,12 @@ elementwise_layer!(LeakyRelu<F>, "leaky_relu");
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Debug;
+
+    use ndarray::{Array1, Array2};
     use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
 
     use super::*;
     use crate::testing::log_abs_det_fd;
@@ -1161,6 +1310,611 @@ mod tests {
         assert!((p[0] - 0.25).abs() < 1e-6);
     }
 
+    // ----- reverse mode -----------------------------------------------------------------
+
+    /// `J = x̄·x + w·log-det` of one coordinate's inverse.
+    fn objective(layer: &impl Elementwise<f64>, j: usize, y: f64, x_bar: f64, w: f64) -> f64 {
+        let (x, l) = layer.inverse(j, y);
+        x_bar * x + w * l
+    }
+
+    /// Central difference of `f` at `v` with step `h`, Richardson-extrapolated (error
+    /// O(h⁴)); divides by the step actually taken (`v ± h` rounded).
+    fn central_fd(mut f: impl FnMut(f64) -> f64, v: f64, h: f64) -> f64 {
+        let mut d = |h: f64| {
+            let (a, b) = (v + h, v - h);
+            (f(a) - f(b)) / (a - b)
+        };
+        let (coarse, fine) = (d(h), d(0.5 * h));
+        (4.0 * fine - coarse) / 3.0
+    }
+
+    /// Accessor of one parameter tensor (a pub field) of a learnable layer.
+    type Field<L> = fn(&mut L) -> &mut Vec<f64>;
+
+    /// Relative tolerance of the analytic gradients against the finite differences, scaled
+    /// by `|x̄|·|∂x/∂·| + |w|·|∂ld/∂·|` (the size of the two terms before they cancel).
+    const GRAD_TOL: f64 = 1e-7;
+
+    /// At random `j`, `y = sample(rng)` (in the codomain) and random `x̄`, `w`, plus the unit
+    /// pairs `(1, 0)` and `(0, 1)`: checks `∂J/∂y` from `inverse_backward` against central
+    /// differences in `y` (step `step(y)`, small against the distance to the codomain's
+    /// boundary), and every parameter gradient (the flat layout `fields` in order) against
+    /// central differences in that pub field. Gradients of other coordinates stay untouched
+    /// and `param_grad` is added to, not overwritten.
+    fn check_backward<L: Elementwise<f64> + ElementwiseParams<f64> + Clone>(
+        name: &str,
+        layer: &L,
+        dim: usize,
+        fields: &[(&str, Field<L>)],
+        seed: u64,
+        sample: impl Fn(&mut StdRng) -> f64,
+        step: impl Fn(f64) -> f64,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let p = layer.param_len();
+        let mut probe = layer.clone();
+        let field_lens: Vec<usize> = fields.iter().map(|(_, f)| f(&mut probe).len()).collect();
+        assert_eq!(field_lens.iter().sum::<usize>(), p, "{name}: param_len");
+        // `(∂J/∂y, ∂J/∂θ)` of the kernel from a zeroed gradient.
+        let kernel = |j: usize, y: f64, xb: f64, w: f64| {
+            let mut pg = vec![0.0; p];
+            let yb = layer.inverse_backward(j, y, xb, w, &mut pg);
+            (yb, pg)
+        };
+        for _ in 0..200 {
+            let j = rng.random_range(0..dim);
+            let y = sample(&mut rng);
+            let (xb_r, w_r) = (rng.random_range(-3.0..3.0), rng.random_range(-3.0..3.0));
+            let (yb_x, pg_x) = kernel(j, y, 1.0, 0.0);
+            let (yb_w, pg_w) = kernel(j, y, 0.0, 1.0);
+            for (xb, w) in [(1.0, 0.0), (0.0, 1.0), (xb_r, w_r)] {
+                let ctx = format!("{name}: j = {j}, y = {y}, x̄ = {xb}, w = {w}");
+                // ∂J/∂y.
+                let (yb, _) = kernel(j, y, xb, w);
+                let fd = central_fd(|v| objective(layer, j, v, xb, w), y, step(y));
+                let mag = xb.abs() * yb_x.abs() + w.abs() * yb_w.abs();
+                assert!(yb.is_finite(), "{ctx}: ∂J/∂y = {yb}");
+                assert!(
+                    (yb - fd).abs() <= GRAD_TOL * mag + 1e-13,
+                    "{ctx}: ∂J/∂y = {yb}, finite difference {fd}"
+                );
+                // ∂J/∂θ, added onto a non-zero gradient.
+                let before: Vec<f64> = (0..p).map(|k| 0.25 + k as f64).collect();
+                let mut pg = before.clone();
+                assert_eq!(layer.inverse_backward(j, y, xb, w, &mut pg), yb, "{ctx}");
+                let mut offset = 0;
+                for ((fname, field), &n) in fields.iter().zip(&field_lens) {
+                    for k in 0..n {
+                        let at = offset + k;
+                        let mut l = layer.clone();
+                        let theta = field(&mut l)[k];
+                        let fd = central_fd(
+                            |t| {
+                                field(&mut l)[k] = t;
+                                objective(&l, j, y, xb, w)
+                            },
+                            theta,
+                            1e-3,
+                        );
+                        let g = pg[at] - before[at];
+                        let mag = xb.abs() * pg_x[at].abs() + w.abs() * pg_w[at].abs();
+                        assert!(pg[at].is_finite(), "{ctx}: ∂J/∂{fname}[{k}]");
+                        if k != j {
+                            assert_eq!(pg[at], before[at], "{ctx}: {fname}[{k}] touched");
+                        }
+                        assert!(
+                            (g - fd).abs() <= GRAD_TOL * mag + 1e-12,
+                            "{ctx}: ∂J/∂{fname}[{k}] = {g}, finite difference {fd}"
+                        );
+                    }
+                    offset += n;
+                }
+            }
+        }
+    }
+
+    fn random_vec(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n).map(|_| rng.random_range(lo..hi)).collect()
+    }
+
+    /// Learnable layers on 3 coordinates with non-trivial random parameters.
+    fn random_affine(rng: &mut StdRng) -> Affine<f64> {
+        Affine {
+            shift: random_vec(rng, 3, -2.0, 2.0),
+            log_scale: random_vec(rng, 3, -1.5, 1.5),
+        }
+    }
+
+    fn random_shift(rng: &mut StdRng) -> Shift<f64> {
+        Shift {
+            shift: random_vec(rng, 3, -2.0, 2.0),
+            learnable: true,
+        }
+    }
+
+    fn random_scale(rng: &mut StdRng, sign: f64) -> Scale<f64> {
+        Scale {
+            log_scale: random_vec(rng, 3, -1.5, 1.5),
+            sign,
+            learnable: true,
+        }
+    }
+
+    fn reals(rng: &mut StdRng) -> f64 {
+        rng.random_range(-5.0..5.0)
+    }
+
+    fn real_step(y: f64) -> f64 {
+        1e-3 * y.abs().max(1.0)
+    }
+
+    #[test]
+    fn backward_of_learnable_layers_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let affine_fields: [(&str, Field<Affine<f64>>); 2] = [
+            ("shift", |l| &mut l.shift),
+            ("log_scale", |l| &mut l.log_scale),
+        ];
+        let shift_fields: [(&str, Field<Shift<f64>>); 1] = [("shift", |l| &mut l.shift)];
+        let scale_fields: [(&str, Field<Scale<f64>>); 1] = [("log_scale", |l| &mut l.log_scale)];
+        for seed in 0..4 {
+            let layer = random_affine(&mut rng);
+            check_backward("affine", &layer, 3, &affine_fields, seed, reals, real_step);
+            let layer = random_shift(&mut rng);
+            check_backward("shift", &layer, 3, &shift_fields, seed, reals, real_step);
+            let layer = random_scale(&mut rng, 1.0);
+            check_backward("scale", &layer, 3, &scale_fields, seed, reals, real_step);
+            let layer = random_scale(&mut rng, -1.0);
+            check_backward("scale(−)", &layer, 3, &scale_fields, seed, reals, real_step);
+        }
+        // Constants: no parameters, the same ∂J/∂y.
+        let layer = Shift::<f64>::constant(3, 0.7);
+        check_backward("shift(const)", &layer, 3, &[], 1, reals, real_step);
+        let layer = Scale::<f64>::constant(3, -2.5);
+        check_backward("scale(const)", &layer, 3, &[], 2, reals, real_step);
+    }
+
+    #[test]
+    fn backward_of_fixed_layers_matches_finite_differences() {
+        // (0, 1): y = σ(t), steps small against min(y, 1 − y).
+        check_backward(
+            "sigmoid",
+            &Sigmoid,
+            1,
+            &[],
+            3,
+            |r| sigmoid(r.random_range(-9.0..9.0)),
+            |y| 1e-3 * y.min(1.0 - y),
+        );
+        check_backward(
+            "logit",
+            &Logit,
+            1,
+            &[],
+            4,
+            |r| r.random_range(-12.0..12.0),
+            real_step,
+        );
+        // (−1, 1): y = tanh t.
+        check_backward(
+            "tanh",
+            &Tanh,
+            1,
+            &[],
+            5,
+            |r| r.random_range(-6.0f64..6.0).tanh(),
+            |y| 1e-3 * (1.0 - y.abs()),
+        );
+        check_backward(
+            "atanh",
+            &Atanh,
+            1,
+            &[],
+            6,
+            |r| r.random_range(-8.0..8.0),
+            |_| 1e-3,
+        );
+        // (0, ∞): y = e^t.
+        let pos = |r: &mut StdRng| r.random_range(-8.0f64..5.0).exp();
+        check_backward("softplus", &Softplus, 1, &[], 7, pos, |y| 1e-3 * y);
+        check_backward("exp", &Exp, 1, &[], 8, pos, |y| 1e-3 * y);
+        check_backward(
+            "log",
+            &Log,
+            1,
+            &[],
+            9,
+            |r| r.random_range(-10.0..10.0),
+            |_| 1e-3,
+        );
+        // Away from the kink at 0 (the step stays on one side).
+        check_backward(
+            "leaky_relu",
+            &leaky::<f64>(),
+            1,
+            &[],
+            10,
+            |r| {
+                let a: f64 = r.random_range(0.05..5.0);
+                if r.random_range(0.0..1.0) < 0.5 {
+                    -a
+                } else {
+                    a
+                }
+            },
+            |y| 1e-3 * y.abs().min(1.0),
+        );
+    }
+
+    #[test]
+    fn backward_known_values() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-14 * (1.0 + b.abs());
+        let none: &mut [f64] = &mut [];
+        // Sigmoid at ½: dx/dy = 4, d(ld)/dy = 0.
+        assert!(close(Sigmoid.inverse_backward(0, 0.5, 1.0, 7.0, none), 4.0));
+        // Logit at 0: dx/dy = ¼, d(ld)/dy = 0; at large y, d(ld)/dy → −1.
+        assert!(close(Logit.inverse_backward(0, 0.0, 1.0, 7.0, none), 0.25));
+        assert!(close(
+            Logit.inverse_backward(0, 800.0, 0.0, 1.0, none),
+            -1.0
+        ));
+        // Tanh at 0: dx/dy = 1; Atanh at 0: dx/dy = 1, d(ld)/dy = 0.
+        assert!(close(Tanh.inverse_backward(0, 0.0, 1.0, 7.0, none), 1.0));
+        assert!(close(Atanh.inverse_backward(0, 0.0, 1.0, 7.0, none), 1.0));
+        // Exp at e: (x̄ − w)/y. Log at 0: x̄ + w.
+        assert!(close(Exp.inverse_backward(0, 2.0, 3.0, 1.0, none), 1.0));
+        assert!(close(Log.inverse_backward(0, 0.0, 3.0, 1.0, none), 4.0));
+        // Softplus at log 2 (x = 0): dx/dy = 2, d(ld)/dy = −1.
+        let y = 2f64.ln();
+        assert!(close(Softplus.inverse_backward(0, y, 1.0, 0.0, none), 2.0));
+        assert!(close(Softplus.inverse_backward(0, y, 0.0, 1.0, none), -1.0));
+        // Leaky ReLU: 1/slope below 0, 1 from 0 on.
+        assert!(close(
+            leaky::<f64>().inverse_backward(0, -1.0, 1.0, 7.0, none),
+            5.0
+        ));
+        assert_eq!(leaky::<f64>().inverse_backward(0, 0.0, 1.0, 7.0, none), 1.0);
+        // Affine: layout [shift…, log_scale…].
+        let a = affine::<f64>();
+        let mut g = [0.0; 4];
+        let yb = a.inverse_backward(1, 2.0, 1.0, 1.0, &mut g);
+        let e = 0.4f64.exp();
+        let x = (2.0 + 1.2) * e;
+        assert!(close(yb, e));
+        assert_eq!(g[0], 0.0);
+        assert_eq!(g[2], 0.0);
+        assert!(close(g[1], -e) && close(g[3], -x - 1.0), "{g:?}");
+    }
+
+    #[test]
+    fn backward_in_the_tails_is_finite_and_accurate() {
+        let none: &mut [f64] = &mut [];
+        // Sigmoid near 1: 1 − y is exact, dx/dy = 1/(y(1 − y)).
+        let y = 1.0 - 2f64.powi(-40);
+        let g = Sigmoid.inverse_backward(0, y, 1.0, 0.0, none);
+        assert!((g - 2f64.powi(40) / y).abs() <= 1e-15 * g);
+        // Tanh near −1: 1 − |y| exact.
+        let y = -1.0 + 2f64.powi(-40);
+        let g = Tanh.inverse_backward(0, y, 1.0, 0.0, none);
+        let expected = 1.0 / (2f64.powi(-40) * (2.0 - 2f64.powi(-40)));
+        assert!((g - expected).abs() <= 1e-15 * g);
+        // Atanh far out: sech² y ≈ 4e^{−2|y|}, without cancellation.
+        for y in [30.0f64, -30.0, 300.0] {
+            let g = Atanh.inverse_backward(0, y, 1.0, 0.0, none);
+            let expected = 4.0 * (-2.0 * y.abs()).exp();
+            assert!(
+                (g - expected).abs() <= 1e-13 * expected,
+                "atanh at {y}: {g}"
+            );
+            let g = Atanh.inverse_backward(0, y, 0.0, 1.0, none);
+            assert_eq!(g, -2.0 * y.signum());
+        }
+        // Logit (inverse σ) far out: dx/dy ≈ e^{−|y|}.
+        for y in [40.0f64, -40.0, 700.0] {
+            let g = Logit.inverse_backward(0, y, 1.0, 0.0, none);
+            let expected = (-y.abs()).exp();
+            assert!(
+                (g - expected).abs() <= 1e-13 * expected,
+                "logit at {y}: {g}"
+            );
+        }
+        // Softplus at tiny and huge y: dx/dy ≈ 1/y and ≈ 1; d(ld)/dy ≈ −1/y and ≈ 0.
+        for y in [1e-30f64, 1e-300] {
+            let g = Softplus.inverse_backward(0, y, 1.0, 0.0, none);
+            assert!((g * y - 1.0).abs() < 1e-12, "softplus at {y}: {g}");
+            let g = Softplus.inverse_backward(0, y, 0.0, 1.0, none);
+            assert!((g * y + 1.0).abs() < 1e-12, "softplus at {y}: {g}");
+        }
+        assert_eq!(Softplus.inverse_backward(0, 1e4f64, 1.0, 1.0, none), 1.0);
+        // f32 tails stay finite too.
+        let none32: &mut [f32] = &mut [];
+        let y = Sigmoid.forward(0, 30.0f32).0;
+        assert!(Sigmoid.inverse_backward(0, y, 1.0, 1.0, none32).is_finite());
+        let y = Tanh.forward(0, -30.0f32).0;
+        assert!(Tanh.inverse_backward(0, y, 1.0, 1.0, none32).is_finite());
+        assert!(
+            Softplus
+                .inverse_backward(0, 1e-30f32, 1.0, 1.0, none32)
+                .is_finite()
+        );
+    }
+
+    fn backward_outside_codomain_is_nan_in<F: Float>() {
+        fn rejected<F: Float, L: Elementwise<F> + ElementwiseParams<F>>(
+            name: &str,
+            layer: &L,
+            ys: &[f64],
+        ) {
+            for &y in ys {
+                let before: Vec<F> = (0..layer.param_len()).map(|k| F::of(k as f64)).collect();
+                let mut pg = before.clone();
+                let g = layer.inverse_backward(0, F::of(y), F::one(), F::one(), &mut pg);
+                assert!(g.is_nan(), "{name} backward at {y} = {g}");
+                assert_eq!(pg, before, "{name} at {y}: param_grad touched");
+            }
+        }
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        let non_finite = [inf, -inf, nan];
+        rejected::<F, _>("sigmoid", &Sigmoid, &[0.0, -0.0, 1.0, -0.5, 1.5, inf, nan]);
+        rejected::<F, _>("tanh", &Tanh, &[1.0, -1.0, 1.5, -2.0, inf, -inf, nan]);
+        for y in [0.0, -0.0, -1e-30, -3.0, inf, -inf, nan] {
+            rejected::<F, _>("softplus", &Softplus, &[y]);
+            rejected::<F, _>("exp", &Exp, &[y]);
+        }
+        rejected::<F, _>("affine", &affine::<F>(), &non_finite);
+        rejected::<F, _>("shift", &shift::<F>(), &non_finite);
+        rejected::<F, _>("scale", &scale::<F>(), &non_finite);
+        let learnable_scale = Scale::<F>::learnable(2);
+        rejected::<F, _>("scale", &learnable_scale, &non_finite);
+        rejected::<F, _>("logit", &Logit, &non_finite);
+        rejected::<F, _>("atanh", &Atanh, &non_finite);
+        rejected::<F, _>("log", &Log, &non_finite);
+        rejected::<F, _>("leaky_relu", &leaky::<F>(), &non_finite);
+    }
+
+    #[test]
+    fn backward_outside_codomain_is_nan_and_leaves_param_grad() {
+        backward_outside_codomain_is_nan_in::<f64>();
+        backward_outside_codomain_is_nan_in::<f32>();
+    }
+
+    #[test]
+    fn f32_backward_tracks_f64() {
+        fn compare(
+            name: &str,
+            l32: &(impl Elementwise<f32> + ElementwiseParams<f32>),
+            l64: &(impl Elementwise<f64> + ElementwiseParams<f64>),
+            ys: &[f64],
+        ) {
+            for &y in ys {
+                let y = y as f32;
+                for j in 0..2 {
+                    let mut p32 = vec![0.0f32; l32.param_len()];
+                    let mut p64 = vec![0.0f64; l64.param_len()];
+                    let g32 = l32.inverse_backward(j, y, 0.7, -1.3, &mut p32) as f64;
+                    let g64 = l64.inverse_backward(j, y as f64, 0.7, -1.3, &mut p64);
+                    assert!(
+                        (g32 - g64).abs() <= 1e-5 * (1.0 + g64.abs()),
+                        "{name} at {y}: {g32} vs {g64}"
+                    );
+                    for (a, b) in p32.iter().zip(&p64) {
+                        let a = *a as f64;
+                        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{name} at {y}");
+                    }
+                }
+            }
+        }
+        let reals = grid(-8.0, 8.0, 64);
+        compare("affine", &affine::<f32>(), &affine::<f64>(), &reals);
+        compare("shift", &shift::<f32>(), &shift::<f64>(), &reals);
+        compare("scale", &scale::<f32>(), &scale::<f64>(), &reals);
+        compare("logit", &Logit, &Logit, &reals);
+        compare("atanh", &Atanh, &Atanh, &reals);
+        compare("log", &Log, &Log, &reals);
+        compare("leaky_relu", &leaky::<f32>(), &leaky::<f64>(), &reals);
+        compare("sigmoid", &Sigmoid, &Sigmoid, &grid(0.0, 1.0, 64));
+        compare("tanh", &Tanh, &Tanh, &grid(-1.0, 1.0, 64));
+        let pos = log_grid(1e-3, 1e3, 64);
+        compare("softplus", &Softplus, &Softplus, &pos);
+        compare("exp", &Exp, &Exp, &pos);
+    }
+
+    /// `(name, shape, values)` as visited.
+    fn visited(layer: &impl ElementwiseParams<f64>) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+        let mut out = Vec::new();
+        layer.visit_params(&mut |name, shape, values| {
+            out.push((name.to_string(), shape.to_vec(), values.to_vec()));
+        });
+        out
+    }
+
+    /// Writes `offset + k` into flat parameter `k` through `visit_params_mut`; checks that
+    /// both visitors agree on names and shapes and that the shapes add up to `param_len`.
+    fn write_flat(layer: &mut impl ElementwiseParams<f64>, offset: f64) {
+        let before = visited(layer);
+        let mut k = 0;
+        let mut seen = Vec::new();
+        layer.visit_params_mut(&mut |name, shape, values| {
+            assert_eq!(values.len(), shape.iter().product::<usize>());
+            seen.push((name.to_string(), shape.to_vec()));
+            for v in values {
+                *v = offset + k as f64;
+                k += 1;
+            }
+        });
+        assert_eq!(k, layer.param_len());
+        let names: Vec<_> = before.into_iter().map(|(n, s, _)| (n, s)).collect();
+        assert_eq!(names, seen);
+    }
+
+    #[test]
+    fn visitors_follow_the_flat_layout() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let flat = |n: usize, offset: f64| (0..n).map(|k| offset + k as f64).collect::<Vec<_>>();
+        // Affine: [shift…, log_scale…].
+        let mut a = random_affine(&mut rng);
+        assert_eq!(ElementwiseParams::<f64>::param_len(&a), 6);
+        assert_eq!(
+            visited(&a),
+            vec![
+                ("shift".to_string(), vec![3], a.shift.clone()),
+                ("log_scale".to_string(), vec![3], a.log_scale.clone()),
+            ]
+        );
+        write_flat(&mut a, 10.0);
+        assert_eq!(a.shift, flat(3, 10.0));
+        assert_eq!(a.log_scale, flat(3, 13.0));
+        // Learnable shift and scale: one tensor each.
+        let mut s = random_shift(&mut rng);
+        assert_eq!(ElementwiseParams::<f64>::param_len(&s), 3);
+        assert_eq!(
+            visited(&s),
+            vec![("shift".to_string(), vec![3], s.shift.clone())]
+        );
+        write_flat(&mut s, 1.0);
+        assert_eq!(s.shift, flat(3, 1.0));
+        let mut c = random_scale(&mut rng, 1.0);
+        assert_eq!(ElementwiseParams::<f64>::param_len(&c), 3);
+        assert_eq!(
+            visited(&c),
+            vec![("log_scale".to_string(), vec![3], c.log_scale.clone())]
+        );
+        write_flat(&mut c, -2.0);
+        assert_eq!(c.log_scale, flat(3, -2.0));
+        // Constants and fixed layers: nothing.
+        fn nothing(mut layer: impl ElementwiseParams<f64> + Clone + PartialEq + Debug) {
+            assert_eq!(layer.param_len(), 0);
+            assert!(visited(&layer).is_empty());
+            let before = layer.clone();
+            write_flat(&mut layer, 5.0);
+            assert_eq!(layer, before);
+        }
+        nothing(Shift::<f64>::constant(3, 1.5));
+        nothing(Scale::<f64>::constant(3, -1.5));
+        nothing(Sigmoid);
+        nothing(Logit);
+        nothing(Tanh);
+        nothing(Atanh);
+        nothing(Softplus);
+        nothing(Exp);
+        nothing(Log);
+        nothing(leaky::<f64>());
+        // Through the `Layer` impl too.
+        use crate::layers::Layer;
+        let a = random_affine(&mut rng);
+        assert_eq!(Layer::<f64>::param_len(&a), 6);
+        let mut names = Vec::new();
+        Layer::<f64>::visit_params(&a, &mut |n, _, _| names.push(n.to_string()));
+        assert_eq!(names, ["shift", "log_scale"]);
+        assert_eq!(Layer::<f64>::param_len(&Shift::<f64>::constant(2, 1.0)), 0);
+        assert_eq!(Layer::<f64>::param_len(&Sigmoid), 0);
+    }
+
+    /// `inverse_backward_block` of the `Layer` impl against finite differences of the block
+    /// objective `Σ x̄ ⊙ inverse(y) + Σ_r weight[r]·ld[r]`, in `y` and in every flat
+    /// parameter (perturbed through `visit_params_mut`); parameter gradients accumulate
+    /// over rows and onto what `param_grad` held.
+    fn check_block<L: crate::layers::Layer<f64> + Clone>(name: &str, layer: &L, y: Array2<f64>) {
+        use crate::workspace::Workspace;
+        let mut rng = StdRng::seed_from_u64(13);
+        let (rows, cols) = y.dim();
+        let x_bar = Array2::from_shape_fn((rows, cols), |_| rng.random_range(-2.0..2.0));
+        let weight = Array1::from_shape_fn(rows, |_| rng.random_range(-2.0..2.0));
+        let objective = |l: &L, y: &Array2<f64>| {
+            let mut x = y.clone();
+            let mut ld = Array1::zeros(rows);
+            l.inverse_block(x.view_mut(), ld.view_mut(), &mut Workspace::default());
+            (&x * &x_bar).sum() + ld.dot(&weight)
+        };
+        let p = layer.param_len();
+        let before: Vec<f64> = (0..p).map(|k| 1.0 - k as f64).collect();
+        let mut pg = before.clone();
+        let mut grad = x_bar.clone();
+        layer.inverse_backward_block(
+            y.view(),
+            grad.view_mut(),
+            weight.view(),
+            &mut pg,
+            &mut Workspace::default(),
+        );
+        for r in 0..rows {
+            for c in 0..cols {
+                let fd = central_fd(
+                    |v| {
+                        let mut yy = y.clone();
+                        yy[[r, c]] = v;
+                        objective(layer, &yy)
+                    },
+                    y[[r, c]],
+                    1e-4,
+                );
+                let g = grad[[r, c]];
+                assert!(
+                    (g - fd).abs() <= 1e-7 * (1.0 + g.abs()),
+                    "{name} ∂J/∂y[{r},{c}]"
+                );
+            }
+        }
+        for k in 0..p {
+            let set = |l: &mut L, t: f64| {
+                let mut at = 0;
+                l.visit_params_mut(&mut |_, _, values| {
+                    for v in values {
+                        if at == k {
+                            *v = t;
+                        }
+                        at += 1;
+                    }
+                });
+            };
+            let mut theta = 0.0;
+            let mut at = 0;
+            layer.visit_params(&mut |_, _, values| {
+                for &v in values {
+                    if at == k {
+                        theta = v;
+                    }
+                    at += 1;
+                }
+            });
+            let fd = central_fd(
+                |t| {
+                    let mut l = layer.clone();
+                    set(&mut l, t);
+                    objective(&l, &y)
+                },
+                theta,
+                1e-3,
+            );
+            let g = pg[k] - before[k];
+            assert!(
+                (g - fd).abs() <= 1e-7 * (1.0 + g.abs()),
+                "{name} ∂J/∂θ[{k}]: {g} vs {fd}"
+            );
+        }
+    }
+
+    #[test]
+    fn block_backward_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(14);
+        let reals = Array2::from_shape_fn((5, 3), |_| rng.random_range(-3.0..3.0));
+        let unit = reals.mapv(sigmoid);
+        check_block("affine", &random_affine(&mut rng), reals.clone());
+        check_block("shift", &random_shift(&mut rng), reals.clone());
+        check_block("scale", &random_scale(&mut rng, -1.0), reals.clone());
+        check_block(
+            "scale(const)",
+            &Scale::<f64>::constant(3, 0.5),
+            reals.clone(),
+        );
+        check_block("sigmoid", &Sigmoid, unit.clone());
+        check_block("logit", &Logit, reals.clone());
+        check_block("tanh", &Tanh, reals.mapv(f64::tanh));
+        check_block("exp", &Exp, reals.mapv(f64::exp));
+        check_block("leaky_relu", &leaky::<f64>(), reals);
+    }
+
     // ----- properties -----------------------------------------------------------------
 
     const ULPS: f64 = 16.0;
@@ -1290,6 +2044,83 @@ mod tests {
             prop_assert!(!Elementwise::<f64>::inverse(&Log, 0, x).1.is_nan());
             prop_assert!(!affine::<f64>().inverse(0, x).1.is_nan());
             prop_assert!(!leaky::<f64>().inverse(0, x).1.is_nan());
+        }
+    }
+
+    // ----- reverse-mode properties ------------------------------------------------------
+
+    /// `∂J/∂y` and every `∂J/∂θ` of one backward call are finite.
+    fn finite_backward<L: Elementwise<f64> + ElementwiseParams<f64>>(
+        layer: &L,
+        j: usize,
+        y: f64,
+        x_bar: f64,
+        w: f64,
+    ) -> bool {
+        let mut pg = vec![0.5; layer.param_len()];
+        let g = layer.inverse_backward(j, y, x_bar, w, &mut pg);
+        g.is_finite() && pg.iter().all(|v| v.is_finite())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn prop_backward_finite_affine_shift_scale(
+            y in -1e6f64..1e6, xb in -10.0f64..10.0, w in -10.0f64..10.0, j in 0usize..2,
+        ) {
+            prop_assert!(finite_backward(&affine::<f64>(), j, y, xb, w));
+            prop_assert!(finite_backward(&shift::<f64>(), j, y, xb, w));
+            prop_assert!(finite_backward(&scale::<f64>(), j, y, xb, w));
+            prop_assert!(finite_backward(&Scale::<f64>::learnable(2), j, y, xb, w));
+            prop_assert!(finite_backward(&Shift::<f64>::constant(2, 3.0), j, y, xb, w));
+        }
+
+        #[test]
+        fn prop_backward_finite_sigmoid(
+            t in -700.0f64..700.0, u in 0.0f64..1.0, xb in -10.0f64..10.0, w in -10.0f64..10.0,
+        ) {
+            // Every saturated sigmoid output down to ~1e-304, and uniform points of (0, 1).
+            let y = Sigmoid.forward(0, t).0;
+            prop_assert!(finite_backward(&Sigmoid, 0, y, xb, w), "y = {}", y);
+            prop_assume!(u > 0.0);
+            prop_assert!(finite_backward(&Sigmoid, 0, u, xb, w));
+        }
+
+        #[test]
+        fn prop_backward_finite_tanh(
+            t in -400.0f64..400.0, u in -1.0f64..1.0, xb in -10.0f64..10.0, w in -10.0f64..10.0,
+        ) {
+            let y = Tanh.forward(0, t).0;
+            prop_assert!(finite_backward(&Tanh, 0, y, xb, w), "y = {}", y);
+            prop_assume!(u > -1.0);
+            prop_assert!(finite_backward(&Tanh, 0, u, xb, w));
+        }
+
+        #[test]
+        fn prop_backward_finite_softplus_exp(
+            e in -300.0f64..300.0, xb in -10.0f64..10.0, w in -10.0f64..10.0,
+        ) {
+            let y = 10f64.powf(e);
+            prop_assert!(finite_backward(&Softplus, 0, y, xb, w), "y = {}", y);
+            prop_assert!(finite_backward(&Exp, 0, y, xb, w), "y = {}", y);
+        }
+
+        #[test]
+        fn prop_backward_finite_log(y in -700.0f64..700.0, xb in -10.0f64..10.0, w in -10.0f64..10.0) {
+            prop_assert!(finite_backward(&Log, 0, y, xb, w));
+        }
+
+        #[test]
+        fn prop_backward_finite_logit_atanh_leaky_relu(
+            bits in any::<u64>(), xb in -10.0f64..10.0, w in -10.0f64..10.0,
+        ) {
+            // Every finite value, of every magnitude, is in these layers' codomain ℝ.
+            let y = f64::from_bits(bits);
+            prop_assume!(y.is_finite());
+            prop_assert!(finite_backward(&Logit, 0, y, xb, w));
+            prop_assert!(finite_backward(&Atanh, 0, y, xb, w));
+            prop_assert!(finite_backward(&leaky::<f64>(), 0, y, xb, w));
         }
     }
 }

@@ -64,9 +64,11 @@ pub trait Layer<F: Float>: Send + Sync {
 
     /// Visits each learnable tensor as `(name, shape, values)`, in the order of the flat
     /// parameter layout (the concatenation of the visited slices).
+    #[allow(clippy::type_complexity)]
     fn visit_params(&self, _visit: &mut dyn FnMut(&str, &[usize], &[F])) {}
 
     /// Visits each learnable tensor mutably, in the same order as [`Layer::visit_params`].
+    #[allow(clippy::type_complexity)]
     fn visit_params_mut(&mut self, _visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {}
 
     /// Reverse mode through [`Layer::inverse_block`] for the objective

@@ -2,7 +2,7 @@
 
 use std::ops::IndexMut;
 
-use ndarray::{ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
 use crate::float::Float;
 use crate::layers::Layer;
@@ -164,15 +164,19 @@ fn apply_point<F: Copy>(x: &mut [F], map: &[usize], leaders: &[usize]) {
 }
 
 impl<F: Float> Layer<F> for Permute {
+    /// The inverse is `x[k] = y[inverse[k]]` with log-det 0, so `∂J/∂y[i] = ∂J/∂x[perm[i]]`:
+    /// the gradient rows get the forward permutation (the transpose of the inverse's),
+    /// in place, cycle by cycle. No parameters.
     fn inverse_backward_block(
         &self,
-        _y: ndarray::ArrayView2<'_, F>,
-        _grad: ndarray::ArrayViewMut2<'_, F>,
-        _weight: ndarray::ArrayView1<'_, F>,
+        y: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        _weight: ArrayView1<'_, F>,
         _param_grad: &mut [F],
         _ws: &mut Workspace<F>,
     ) {
-        todo!("backward")
+        debug_assert_eq!(y.dim(), grad.dim(), "permute: y and grad shapes differ");
+        apply_rows(grad, &self.perm, &self.leaders);
     }
     fn kind(&self) -> &'static str {
         "permute"
@@ -402,6 +406,137 @@ mod tests {
         assert_eq!(p.leaders, vec![0, 1, 6]);
         assert_eq!(p.inverse_slice(), &[2, 4, 3, 0, 1, 5, 7, 6]);
         assert!(Permute::new(vec![0, 1, 2]).leaders.is_empty());
+    }
+
+    fn dot(a: ndarray::ArrayView1<'_, f64>, b: ndarray::ArrayView1<'_, f64>) -> f64 {
+        a.dot(&b)
+    }
+
+    /// Runs `inverse_backward_block` on `grad` in place (no parameters, unit weights).
+    fn backward(p: &Permute, y: &Array2<f64>, grad: &mut Array2<f64>) {
+        let weight = Array1::<f64>::ones(y.nrows());
+        let mut no_params: [f64; 0] = [];
+        Layer::<f64>::inverse_backward_block(
+            p,
+            y.view(),
+            grad.view_mut(),
+            weight.view(),
+            &mut no_params,
+            &mut Workspace::default(),
+        );
+    }
+
+    #[test]
+    fn inverse_backward_is_the_transpose_of_the_inverse() {
+        // ⟨P⁻¹y, g⟩ = ⟨y, backward(g)⟩ row by row, on random blocks.
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut ws = Workspace::default();
+        for p in examples() {
+            assert_eq!(Layer::<f64>::param_len(&p), 0);
+            let n = p.dim();
+            for rows in [1, 4, 9] {
+                let y = random_matrix(&mut rng, rows, n);
+                let g = random_matrix(&mut rng, rows, n);
+                let mut x = y.clone();
+                let mut ld = Array1::<f64>::zeros(rows);
+                Layer::<f64>::inverse_block(&p, x.view_mut(), ld.view_mut(), &mut ws);
+                let mut gy = g.clone();
+                backward(&p, &y, &mut gy);
+                for r in 0..rows {
+                    let lhs = dot(x.row(r), g.row(r));
+                    let rhs = dot(y.row(r), gy.row(r));
+                    assert!(
+                        (lhs - rhs).abs() <= 1e-12 * (1.0 + lhs.abs()),
+                        "perm {:?}: {lhs} vs {rhs}",
+                        p.as_slice()
+                    );
+                    // Exactly: ∂J/∂y[i] = ∂J/∂x[perm[i]].
+                    for (i, &q) in p.as_slice().iter().enumerate() {
+                        assert_eq!(gy[[r, i]], g[[r, q]]);
+                    }
+                }
+                // The gradient is only moved: the same multiset of values.
+                let mut a = g.iter().copied().collect::<Vec<_>>();
+                let mut b = gy.iter().copied().collect::<Vec<_>>();
+                a.sort_by(f64::total_cmp);
+                b.sort_by(f64::total_cmp);
+                assert_eq!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn inverse_backward_undoes_the_inverse_on_gradients() {
+        // Backward is (P⁻¹)ᵀ = P: applying it after the inverse gives back the input, and
+        // it equals the forward map on the same block.
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut ws = Workspace::default();
+        for p in examples() {
+            let n = p.dim();
+            let y = random_matrix(&mut rng, 5, n);
+            let mut v = y.clone();
+            let mut ld = Array1::<f64>::zeros(5);
+            Layer::<f64>::inverse_block(&p, v.view_mut(), ld.view_mut(), &mut ws);
+            backward(&p, &y, &mut v);
+            assert_eq!(v, y);
+            let mut fwd = y.clone();
+            Layer::<f64>::forward_block(&p, fwd.view_mut(), ld.view_mut(), &mut ws);
+            let mut bwd = y.clone();
+            backward(&p, &y, &mut bwd);
+            assert_eq!(fwd, bwd);
+        }
+    }
+
+    #[test]
+    fn inverse_backward_on_strided_blocks() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let p = Permute::new(vec![3, 4, 0, 2, 1]);
+        let y = random_matrix(&mut rng, 6, 5);
+        let g = random_matrix(&mut rng, 6, 5);
+        let mut contiguous = g.clone();
+        backward(&p, &y, &mut contiguous);
+        // Column-major gradient: every row strided.
+        let mut fortran = Array2::<f64>::zeros((6, 5).f());
+        fortran.assign(&g);
+        backward(&p, &y, &mut fortran);
+        assert_eq!(contiguous, fortran);
+        // A column-sliced view inside a wider block; the other columns stay untouched.
+        let mut wide = random_matrix(&mut rng, 6, 10);
+        wide.slice_mut(s![.., 1..10;2]).assign(&g);
+        let before = wide.clone();
+        let weight = Array1::<f64>::ones(6);
+        Layer::<f64>::inverse_backward_block(
+            &p,
+            y.view(),
+            wide.slice_mut(s![.., 1..10;2]),
+            weight.view(),
+            &mut [],
+            &mut Workspace::default(),
+        );
+        assert_eq!(wide.slice(s![.., 1..10;2]), contiguous);
+        assert_eq!(wide.slice(s![.., 0..10;2]), before.slice(s![.., 0..10;2]));
+    }
+
+    #[test]
+    fn inverse_backward_in_f32() {
+        let p = Permute::seeded(9, 3);
+        let y = Array2::<f32>::zeros((2, 9));
+        let g = Array2::from_shape_fn((2, 9), |(r, c)| (10 * r + c) as f32);
+        let mut gy = g.clone();
+        let weight = Array1::<f32>::ones(2);
+        Layer::<f32>::inverse_backward_block(
+            &p,
+            y.view(),
+            gy.view_mut(),
+            weight.view(),
+            &mut [],
+            &mut Workspace::default(),
+        );
+        for r in 0..2 {
+            for (i, &q) in p.as_slice().iter().enumerate() {
+                assert_eq!(gy[[r, i]], g[[r, q]]);
+            }
+        }
     }
 
     #[test]
