@@ -19,8 +19,8 @@
 pub use flow_macros::flow;
 pub use flow_runtime::{
     BaseDistribution, Density, Elementwise, Float, Flow, FlowError, Layer, StandardNormal,
-    StandardUniform, Support, Trainable, Workspace, base, layers, nets, reference, testing,
-    trainable,
+    StandardUniform, Support, Trainable, Workspace, base, io, layers, nets, reference, testing,
+    train, trainable,
 };
 pub use ndarray;
 pub use rand;
@@ -28,6 +28,7 @@ pub use rand;
 /// What a user of flowgen needs in scope.
 pub mod prelude {
     pub use crate::{Density, Flow, FlowError, Support, Trainable, flow};
+    pub use flow_runtime::train::{FitOptions, FitReport, OptimizerKind, Schedule, fit};
     pub use ndarray::{Array1, Array2, ArrayView2};
     pub use rand::SeedableRng;
 }

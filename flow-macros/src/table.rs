@@ -279,6 +279,51 @@ impl LayerKind {
         }
     }
 
+    /// The layer as canonical DSL text, every option spelled out (defaults included): the
+    /// architecture fingerprint saved with trained parameters.
+    pub fn describe(&self) -> String {
+        let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(", ");
+        match self {
+            LayerKind::Shift(Some(c)) => format!("shift({})", c.value),
+            LayerKind::Scale(Some(c)) => format!("scale({})", c.value),
+            LayerKind::LeakyRelu { slope } => format!("leaky_relu(slope = {})", slope.value),
+            LayerKind::Permute(PermuteSpec::Reverse) => "permute(reverse)".into(),
+            LayerKind::Permute(PermuteSpec::Seed(seed)) => format!("permute(seed = {seed})"),
+            LayerKind::Permute(PermuteSpec::Explicit { perm, .. }) => {
+                format!("permute([{}])", list(&mut perm.iter().map(u64::to_string)))
+            }
+            LayerKind::Coupling(spec) => {
+                let mask = match &spec.mask {
+                    MaskSpec::Even => "even".to_string(),
+                    MaskSpec::Odd => "odd".into(),
+                    MaskSpec::FirstHalf => "first_half".into(),
+                    MaskSpec::SecondHalf => "second_half".into(),
+                    MaskSpec::Explicit { kept, .. } => {
+                        format!(
+                            "[{}]",
+                            list(&mut kept.iter().map(|&k| u8::from(k).to_string()))
+                        )
+                    }
+                };
+                let transform = match spec.transform {
+                    CouplingTransform::Affine => "affine",
+                    CouplingTransform::Additive => "additive",
+                };
+                let activation = match spec.activation {
+                    Activation::Relu => "relu",
+                    Activation::Tanh => "tanh",
+                    Activation::Elu => "elu",
+                    Activation::Silu => "silu",
+                };
+                let hidden = list(&mut spec.hidden.iter().map(|(h, _)| h.to_string()));
+                format!(
+                    "coupling(mask = {mask}, transform = {transform}, hidden = [{hidden}], activation = {activation})"
+                )
+            }
+            other => other.name().to_string(),
+        }
+    }
+
     /// Scratch elements the layer's point methods need (see `Layer::point_scratch`).
     pub fn point_scratch(&self) -> usize {
         match self {

@@ -31,6 +31,30 @@ pub enum FlowError {
         /// The length it has.
         found: usize,
     },
+    /// A file could not be read or written.
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed, and the operating system's reason.
+        message: String,
+    },
+    /// Bytes that are not a valid flowgen parameter file (not safetensors, truncated,
+    /// corrupt, or without flowgen's metadata).
+    Format {
+        /// What is wrong with them.
+        message: String,
+    },
+    /// A parameter file that does not fit the flow it is loaded into: another
+    /// architecture, or a tensor missing, extra, or of the wrong shape or dtype.
+    Mismatch {
+        /// What differs, naming the tensor or setting.
+        message: String,
+    },
+    /// Training options or data that `fit` cannot work with.
+    InvalidOptions {
+        /// Which option or input, and why.
+        message: String,
+    },
 }
 
 impl fmt::Display for FlowError {
@@ -51,6 +75,12 @@ impl fmt::Display for FlowError {
             } => {
                 write!(f, "{what} has length {found}, expected {expected}")
             }
+            FlowError::Io { path, message } => write!(f, "{}: {message}", path.display()),
+            FlowError::Format { message } => write!(f, "{message}"),
+            FlowError::Mismatch { message } => {
+                write!(f, "the parameter file does not fit this flow: {message}")
+            }
+            FlowError::InvalidOptions { message } => write!(f, "invalid training setup: {message}"),
         }
     }
 }

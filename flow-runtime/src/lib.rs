@@ -7,11 +7,13 @@ pub mod base;
 pub mod error;
 pub mod float;
 pub mod flow;
+pub mod io;
 pub mod layers;
 pub mod nets;
 pub mod reference;
 pub mod support;
 pub mod testing;
+pub mod train;
 pub mod trainable;
 pub mod workspace;
 
@@ -21,5 +23,9 @@ pub use float::Float;
 pub use flow::{Density, Flow};
 pub use layers::{Elementwise, Layer};
 pub use support::Support;
+pub use train::{
+    Adam, FitOptions, FitReport, Optimizer, OptimizerKind, Schedule, Sgd, clip_grad_norm, fit,
+    fit_with,
+};
 pub use trainable::Trainable;
 pub use workspace::Workspace;

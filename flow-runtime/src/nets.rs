@@ -196,6 +196,16 @@ impl<F: Float> Mlp<F> {
         Self { layers, activation }
     }
 
+    /// Draws the output layer like the hidden ones (PyTorch's default, U(±1/√fan_in)), as
+    /// zuko and FlowJAX initialise their conditioners: the coupling then no longer starts as
+    /// the identity. (On two moons this trains to a lower NLL in 2000 steps than the
+    /// zero start; see the two_moons example.)
+    pub fn randomize_output_layer<R: Rng + ?Sized>(&mut self, rng: &mut R) {
+        let last = self.layers.len() - 1;
+        let (inputs, outputs) = (self.layers[last].inputs(), self.layers[last].outputs());
+        self.layers[last] = Dense::uniform(inputs, outputs, rng);
+    }
+
     /// Number of inputs.
     pub fn inputs(&self) -> usize {
         self.layers[0].inputs()
@@ -731,6 +741,22 @@ mod tests {
     #[should_panic(expected = "hidden layer widths must be at least 1")]
     fn new_rejects_zero_width() {
         let _: Mlp<f64> = Mlp::new(2, &[4, 0], 2, Activation::Relu, &mut rng(0));
+    }
+
+    #[test]
+    fn randomize_output_layer_draws_like_the_hidden_layers() {
+        let mut net = Mlp::<f64>::new(3, &[16], 4, Activation::Relu, &mut rng(3));
+        net.randomize_output_layer(&mut rng(4));
+        let last = net.layers.last().unwrap();
+        let bound = 1.0 / 16f64.sqrt();
+        assert!(
+            last.weight
+                .iter()
+                .chain(last.bias.iter())
+                .all(|w| w.abs() <= bound)
+        );
+        assert!(last.weight.iter().any(|&w| w != 0.0));
+        assert_eq!((last.inputs(), last.outputs()), (16, 4));
     }
 
     #[test]

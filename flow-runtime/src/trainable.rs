@@ -106,29 +106,26 @@ pub trait Trainable<F: Float>: Density<F> {
             return Ok(F::zero());
         }
         let weight = -F::one() / F::of(n as f64);
-        let mut total = F::zero();
-        F::with_scratch(|s| {
-            for xb in x.axis_chunks_iter(Axis(0), BLOCK_ROWS) {
-                let rows = xb.nrows();
-                let [w, lp] = &mut s.per_row;
-                w.clear();
-                w.resize(rows, weight);
-                lp.clear();
-                lp.resize(rows, F::zero());
-                let gb = block_buffer(&mut s.grad, rows, xb.ncols());
-                let lp_view = ArrayViewMut1::from(&mut lp[..]);
-                self.log_prob_backward_block(
-                    xb,
-                    lp_view,
-                    ArrayView1::from(&w[..]),
-                    gb,
-                    param_grad,
-                    &mut s.tape,
-                    &mut s.layers,
-                );
-                total += lp.iter().copied().sum::<F>();
+        // Two cores: each half of the batch on its own, the second half's gradient in a
+        // spare buffer that is then added. The split depends only on `n`, so results are
+        // reproducible.
+        let total = if n >= 2 * PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1 {
+            let (first, second) = x.split_at(Axis(0), n / 2);
+            let mut spare = F::with_scratch(|s| std::mem::take(&mut s.spare_grad));
+            spare.clear();
+            spare.resize(param_grad.len(), F::zero());
+            let (a, b) = rayon::join(
+                || weighted_log_prob_and_grad(self, first, weight, param_grad),
+                || weighted_log_prob_and_grad(self, second, weight, &mut spare),
+            );
+            for (g, &extra) in param_grad.iter_mut().zip(&spare) {
+                *g += extra;
             }
-        });
+            F::with_scratch(|s| s.spare_grad = spare);
+            a + b
+        } else {
+            weighted_log_prob_and_grad(self, x, weight, param_grad)
+        };
         Ok(-total / F::of(n as f64))
     }
 
@@ -149,6 +146,42 @@ pub trait Trainable<F: Float>: Density<F> {
             offset += p.len();
         });
     }
+}
+
+/// Rows below which a batch is not split across threads.
+const PARALLEL_MIN_ROWS: usize = 64;
+
+/// `Σ_i log p(x_i)`, adding the gradient of `Σ_i weight·log p(x_i)` into `param_grad`, on
+/// the calling thread, block by block.
+fn weighted_log_prob_and_grad<F: Float, M: Trainable<F> + ?Sized>(
+    model: &M,
+    x: ArrayView2<'_, F>,
+    weight: F,
+    param_grad: &mut [F],
+) -> F {
+    let mut total = F::zero();
+    F::with_scratch(|s| {
+        for xb in x.axis_chunks_iter(Axis(0), BLOCK_ROWS) {
+            let rows = xb.nrows();
+            let [w, lp] = &mut s.per_row;
+            w.clear();
+            w.resize(rows, weight);
+            lp.clear();
+            lp.resize(rows, F::zero());
+            let gb = block_buffer(&mut s.grad, rows, xb.ncols());
+            model.log_prob_backward_block(
+                xb,
+                ArrayViewMut1::from(&mut lp[..]),
+                ArrayView1::from(&w[..]),
+                gb,
+                param_grad,
+                &mut s.tape,
+                &mut s.layers,
+            );
+            total += lp.iter().copied().sum::<F>();
+        }
+    });
+    total
 }
 
 fn block_buffer<F: Float>(buf: &mut Vec<F>, rows: usize, cols: usize) -> ArrayViewMut2<'_, F> {

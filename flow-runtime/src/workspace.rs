@@ -40,6 +40,8 @@ pub struct FlowScratch<F> {
     pub grad: Vec<F>,
     /// Per-row values: weights, log-probabilities.
     pub per_row: [Vec<F>; 2],
+    /// A second parameter-gradient buffer, for the half of a batch run on another thread.
+    pub spare_grad: Vec<F>,
     /// What the layers borrow.
     pub layers: Workspace<F>,
 }

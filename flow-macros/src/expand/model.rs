@@ -28,6 +28,7 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
         .iter()
         .map(|l| l.kind.constructor(&rt, &dim_expr));
     let support = support_const(&checked.final_support, &rt, &dim);
+    let architecture = architecture_text(flow);
     let rules: Vec<TokenStream> = checked
         .dim_rules
         .iter()
@@ -74,6 +75,23 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
             pub const SUPPORT: [#rt::Support; #dim] = #support;
             #rules_const
 
+            /// The architecture as canonical DSL text (every option spelled out): the
+            /// fingerprint saved with trained parameters and checked when they are loaded.
+            pub fn architecture() -> ::std::string::String {
+                ::std::format!(#architecture, Self::DIM)
+            }
+
+            /// Saves the parameters as safetensors, tagged with [`Self::architecture`].
+            pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), #rt::FlowError> {
+                #rt::io::save(self, path, &Self::architecture())
+            }
+
+            /// Loads parameters saved by [`Self::save`]: a file of another architecture, or
+            /// a corrupt one, is an error and leaves the flow unchanged.
+            pub fn load(&mut self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), #rt::FlowError> {
+                #rt::io::load(self, path, &Self::architecture())
+            }
+
             /// A fresh flow: couplings and learnable elementwise layers start as the
             /// identity, conditioners' hidden layers are drawn from `rng`.
             pub fn new<R: #rt::rand::Rng + ?Sized>(rng: &mut R) -> Self {
@@ -90,6 +108,28 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
             }
         }
     }
+}
+
+/// `"flowgen; dim = {}; base = …; float = …; layer; layer; …"`, a format string whose one
+/// argument is the dimension.
+fn architecture_text(flow: &Flow) -> String {
+    let base = match flow.base {
+        crate::ir::Base::Normal => "normal",
+        crate::ir::Base::Uniform => "uniform",
+    };
+    let float = match flow.float {
+        crate::ir::FloatType::F32 => "f32",
+        crate::ir::FloatType::F64 => "f64",
+    };
+    let layers: Vec<String> = flow
+        .layers
+        .iter()
+        .map(|l| l.kind.describe().replace('{', "{{").replace('}', "}}"))
+        .collect();
+    format!(
+        "flowgen; dim = {{}}; base = {base}; float = {float}; {}",
+        layers.join("; ")
+    )
 }
 
 fn support_const(support: &FinalSupport, rt: &TokenStream, dim: &TokenStream) -> TokenStream {

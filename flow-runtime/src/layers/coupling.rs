@@ -46,7 +46,10 @@ impl Mask<'_> {
 /// How the transformed coordinates are changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CouplingTransform {
-    /// `y = x·exp(s) + t`, with `s = c·tanh(raw/c)` bounded (RealNVP).
+    /// RealNVP's affine map, written in the density direction (data → base), where training
+    /// runs: `x = y·exp(s) + t`, so towards the data `y = (x − t)·exp(−s)`; the log-scale
+    /// `s = c·tanh(raw/c)` is bounded. (Scale-then-shift in the density direction, as zuko
+    /// does, trains markedly better than shift-then-scale: measured on two moons.)
     Affine,
     /// `y = x + t`, volume preserving (NICE).
     Additive,
@@ -86,9 +89,9 @@ fn bounded_log_scale<F: Float>(raw: F) -> F {
 fn affine_step<F: Float>(inverse: bool, v: F, t: F, raw: F) -> (F, F) {
     let s = bounded_log_scale(raw);
     if inverse {
-        ((v - t) * (-s).exp(), -s)
-    } else {
         (v * s.exp() + t, s)
+    } else {
+        ((v - t) * (-s).exp(), -s)
     }
 }
 
@@ -324,21 +327,20 @@ impl<F: Float> Coupling<F> {
                 }
             }
             CouplingTransform::Affine => {
-                // x = (y − t)·e^{−s}, log-det −Σ s, s = C·tanh(raw/C):
-                // ∂J/∂y = x̄·e^{−s}, ∂J/∂t = −x̄·e^{−s}, ∂J/∂s = −x̄·x − w,
+                // x = y·e^{s} + t, log-det Σ s, s = C·tanh(raw/C):
+                // ∂J/∂y = x̄·e^{s}, ∂J/∂t = x̄, ∂J/∂s = x̄·y·e^{s} + w,
                 // ∂J/∂raw = ∂J/∂s·(1 − tanh²(raw/C)).
                 let bound = F::of(LOG_SCALE_BOUND);
                 for (((y_row, mut g), &w), o) in rows_iter {
                     let (shift, raw) = o.split_at_mut(m);
                     for ((&c, t), r) in self.transformed.iter().zip(shift).zip(raw) {
                         let th = (*r / bound).tanh();
-                        let e = (-(bound * th)).exp();
+                        let e = (bound * th).exp();
                         let x_bar = g[c];
-                        let x = (y_row[c] - *t) * e;
-                        let y_bar = x_bar * e;
-                        g[c] = y_bar;
-                        *t = -y_bar;
-                        *r = (-(x_bar * x) - w) * (F::one() - th * th);
+                        let ye = y_row[c] * e;
+                        g[c] = x_bar * e;
+                        *t = x_bar;
+                        *r = (x_bar * ye + w) * (F::one() - th * th);
                     }
                 }
             }

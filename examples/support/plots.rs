@@ -1,0 +1,168 @@
+//! Pictures for the examples, as PNG files: scatter plots of points, a density heatmap and
+//! loss curves. plotters with its bitmap backend and a font shipped as a crate (DejaVu),
+//! so nothing is needed from the system.
+
+use std::error::Error;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// A rectangle of the plane, `(x_min, x_max, y_min, y_max)`.
+pub type Window = (f64, f64, f64, f64);
+
+/// Makes the text font available (once per process).
+pub fn init_fonts() -> Result<(), Box<dyn Error>> {
+    plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+        .map_err(|_| "the DejaVu font could not be read")?;
+    Ok(())
+}
+
+/// Two scatter plots side by side: `left` and `right` point sets, same window.
+pub fn scatter_pair(
+    path: &Path,
+    window: Window,
+    (left_title, left): (&str, &[(f64, f64)]),
+    (right_title, right): (&str, &[(f64, f64)]),
+) -> Result<(), Box<dyn Error>> {
+    let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    for (panel, (title, points, color)) in panels.iter().zip([
+        (left_title, left, RGBColor(31, 119, 180)),
+        (right_title, right, RGBColor(214, 39, 40)),
+    ]) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(window.0..window.1, window.2..window.3)?;
+        chart.configure_mesh().light_line_style(WHITE).draw()?;
+        chart.draw_series(
+            points
+                .iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|&(x, y)| Circle::new((x, y), 1, color.mix(0.35).filled())),
+        )?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// A heatmap of `density` (row-major, `cells × cells`, over `window`, row 0 at the
+/// bottom), with the `viridis` colour map on a linear scale from 0 to (nearly) its maximum, and
+/// optionally the outline of a rectangle (a support's boundary) in white.
+pub fn heatmap(
+    path: &Path,
+    title: &str,
+    window: Window,
+    cells: usize,
+    density: &[f64],
+    outline: Option<Window>,
+) -> Result<(), Box<dyn Error>> {
+    let root = BitMapBackend::new(path, (700, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(window.0..window.1, window.2..window.3)?;
+    chart.configure_mesh().disable_mesh().draw()?;
+    // Colours saturate at the 99.5th percentile, so one sharp peak does not wash out the rest.
+    let mut finite: Vec<f64> = density.iter().copied().filter(|v| v.is_finite()).collect();
+    finite.sort_by(f64::total_cmp);
+    let max = finite
+        .get(finite.len() * 995 / 1000)
+        .copied()
+        .unwrap_or(1.0)
+        .max(1e-300);
+    let (dx, dy) = (
+        (window.1 - window.0) / cells as f64,
+        (window.3 - window.2) / cells as f64,
+    );
+    chart.draw_series((0..cells * cells).map(|k| {
+        let (row, col) = (k / cells, k % cells);
+        let (x0, y0) = (window.0 + col as f64 * dx, window.2 + row as f64 * dy);
+        let value = density[k];
+        let level = if value.is_finite() {
+            (value / max).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let color = ViridisRGB::get_color(level);
+        Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], color.filled())
+    }))?;
+    if let Some((x0, x1, y0, y1)) = outline {
+        let corners = vec![(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)];
+        chart.draw_series(std::iter::once(PathElement::new(
+            corners,
+            WHITE.stroke_width(2),
+        )))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Loss curves: `(name, points)` each, `x` the step.
+pub fn curves(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<(), Box<dyn Error>> {
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let finite = series
+        .iter()
+        .flat_map(|(_, s)| s.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in finite {
+        x_max = x_max.max(x);
+        y_min = y_min.min(y);
+        y_max = y_max.max(y);
+    }
+    if !y_min.is_finite() {
+        (y_min, y_max) = (0.0, 1.0);
+    }
+    let pad = 0.05 * (y_max - y_min).max(1e-3);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(y_label)
+        .draw()?;
+    let palette = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+    ];
+    for ((name, points), color) in series.iter().zip(palette.iter().cycle()) {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                points
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite()),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! The main job: trains a flow on two moons and writes the pictures a person wants to see —
+//! the training data beside samples from the model, the learned density as a heatmap, the
+//! loss curves — plus `summary.json` (`test_nll`, `train_seconds`, `steps`, `seed`).
+//!
+//! ```text
+//! cargo run --release --example two_moons -- [--out DIR] [--seed S] [--steps N] [--recipe peers|best]
+//! ```
+//!
+//! * `--recipe peers`: the peers' RealNVP (8 affine couplings with alternating masks, MLP
+//!   64-64 ReLU) trained like their benchmark: Adam 1e-3, batch 256, 2000 steps, no
+//!   validation split.
+//! * `--recipe best` (default): flowgen's choice for getting close to the NLL floor
+//!   (0.292 nats) within about 10 s of training on 2 cores.
+//!
+//! Data as `../shared/peers/README.md` defines it: 20 000 training points from the seed,
+//! 20 000 test points from seed 12345.
+
+#[path = "support/data.rs"]
+mod data;
+#[path = "support/plots.rs"]
+mod plots;
+
+use std::error::Error;
+use std::path::PathBuf;
+
+use flowgen::prelude::*;
+use flowgen::train::{FitOptions, FitReport, Schedule, fit};
+
+flowgen::flow! {
+    /// The peers' RealNVP: 8 affine couplings, alternating masks, MLP 64-64 ReLU.
+    pub struct PeersNvp {
+        dim = 2;
+        repeat(4) {
+            coupling(mask = even, hidden = [64, 64]);
+            coupling(mask = odd, hidden = [64, 64])
+        }
+    }
+}
+
+flowgen::flow! {
+    /// flowgen's recipe: a deeper RealNVP with smooth (SiLU) conditioners and a learnable
+    /// affine layer at the data end.
+    pub struct BestNvp {
+        dim = 2;
+        repeat(6) {
+            coupling(mask = even, hidden = [64, 64], activation = silu);
+            coupling(mask = odd, hidden = [64, 64], activation = silu)
+        };
+        affine
+    }
+}
+
+/// The NLL floor of the two-moons distribution (its differential entropy).
+const NLL_FLOOR: f64 = 0.292;
+/// Where the pictures look.
+const WINDOW: plots::Window = (-1.5, 2.5, -1.25, 1.75);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Recipe {
+    Peers,
+    Best,
+}
+
+struct Options {
+    out: PathBuf,
+    seed: u64,
+    steps: Option<usize>,
+    recipe: Recipe,
+}
+
+fn options() -> Result<Options, Box<dyn Error>> {
+    let mut o = Options {
+        out: PathBuf::from("target/two_moons"),
+        seed: 0,
+        steps: None,
+        recipe: Recipe::Best,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--out" => o.out = PathBuf::from(value),
+            "--seed" => o.seed = value.parse()?,
+            "--steps" => o.steps = Some(value.parse()?),
+            "--recipe" => {
+                o.recipe = match value.as_str() {
+                    "peers" => Recipe::Peers,
+                    "best" => Recipe::Best,
+                    other => {
+                        return Err(format!("unknown recipe {other}: use peers or best").into());
+                    }
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option {flag} (options: --out DIR, --seed S, --steps N, --recipe peers|best)"
+                )
+                .into());
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// What the rest of the program needs of either model.
+trait Model: Trainable<f32> + Sized {
+    fn build(seed: u64) -> Self;
+}
+
+impl Model for PeersNvp {
+    /// Initialised as the peers do (PyTorch's default for every conditioner layer), so the
+    /// comparison is like for like: flowgen's default starts couplings at the identity.
+    fn build(seed: u64) -> Self {
+        let mut rng = flowgen::rand::rngs::StdRng::seed_from_u64(seed);
+        let mut model = PeersNvp::new(&mut rng);
+        for coupling in [
+            &mut model.coupling_0,
+            &mut model.coupling_1,
+            &mut model.coupling_2,
+            &mut model.coupling_3,
+            &mut model.coupling_4,
+            &mut model.coupling_5,
+            &mut model.coupling_6,
+            &mut model.coupling_7,
+        ] {
+            coupling.net.randomize_output_layer(&mut rng);
+        }
+        model
+    }
+}
+
+impl Model for BestNvp {
+    fn build(seed: u64) -> Self {
+        BestNvp::new(&mut flowgen::rand::rngs::StdRng::seed_from_u64(seed))
+    }
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let opts = options()?;
+    match opts.recipe {
+        Recipe::Peers => run::<PeersNvp>(&opts),
+        Recipe::Best => run::<BestNvp>(&opts),
+    }
+}
+
+fn run<M: Model>(opts: &Options) -> Result<(), Box<dyn Error>> {
+    std::fs::create_dir_all(&opts.out)?;
+    let train = data::two_moons::<f32>(20_000, opts.seed);
+    let test = data::two_moons::<f32>(20_000, 12_345);
+    let mut model = M::build(opts.seed);
+    let fit_options = match opts.recipe {
+        Recipe::Peers => FitOptions {
+            batch_size: 256,
+            max_steps: Some(opts.steps.unwrap_or(2000)),
+            max_epochs: None,
+            learning_rate: 1e-3,
+            validation_fraction: 0.0,
+            seed: opts.seed,
+            ..Default::default()
+        },
+        Recipe::Best => FitOptions {
+            batch_size: 256,
+            max_steps: Some(opts.steps.unwrap_or(6000)),
+            max_epochs: None,
+            learning_rate: 2e-3,
+            schedule: Schedule::Cosine {
+                warmup_steps: 200,
+                final_fraction: 0.02,
+            },
+            clip_norm: Some(10.0),
+            validation_fraction: 0.05,
+            eval_every: Some(250),
+            patience: None,
+            seed: opts.seed,
+            ..Default::default()
+        },
+    };
+    println!(
+        "training {} parameters ({:?} recipe) on {} points, {} steps of batch {}",
+        model.param_len(),
+        opts.recipe,
+        train.nrows(),
+        fit_options.max_steps.unwrap_or(0),
+        fit_options.batch_size
+    );
+    let report = fit(&mut model, train.view(), &fit_options)?;
+    let test_nll = -model
+        .log_prob(test.view())?
+        .mapv(f64::from)
+        .mean()
+        .unwrap_or(f64::NAN);
+    println!(
+        "trained {} steps in {:.2} s ({} skipped); test NLL {test_nll:.4} nats (floor {NLL_FLOOR})",
+        report.steps, report.seconds, report.skipped_steps
+    );
+
+    pictures(&model, &train, &report, opts)?;
+    let summary = format!(
+        "{{\n  \"test_nll\": {test_nll},\n  \"train_seconds\": {},\n  \"steps\": {},\n  \"seed\": {},\n  \"recipe\": \"{}\",\n  \"skipped_steps\": {}\n}}\n",
+        report.seconds,
+        report.steps,
+        opts.seed,
+        format!("{:?}", opts.recipe).to_lowercase(),
+        report.skipped_steps
+    );
+    std::fs::write(opts.out.join("summary.json"), summary)?;
+    println!("wrote {}", opts.out.display());
+    Ok(())
+}
+
+fn pictures<M: Model>(
+    model: &M,
+    train: &Array2<f32>,
+    report: &FitReport,
+    opts: &Options,
+) -> Result<(), Box<dyn Error>> {
+    plots::init_fonts()?;
+    let mut rng = flowgen::rand::rngs::StdRng::seed_from_u64(opts.seed + 1);
+    let samples = model.sample(5000, &mut rng);
+    let points = |a: &Array2<f32>| -> Vec<(f64, f64)> {
+        a.rows()
+            .into_iter()
+            .take(5000)
+            .map(|r| (f64::from(r[0]), f64::from(r[1])))
+            .collect()
+    };
+    plots::scatter_pair(
+        &opts.out.join("samples.png"),
+        WINDOW,
+        ("training data", &points(train)),
+        ("samples from the flow", &points(&samples)),
+    )?;
+
+    let cells = 200;
+    let grid = grid_points(WINDOW, cells);
+    let density: Vec<f64> = model
+        .log_prob(grid.view())?
+        .iter()
+        .map(|&lp| f64::from(lp).exp())
+        .collect();
+    plots::heatmap(
+        &opts.out.join("density.png"),
+        "learned density p(x)",
+        WINDOW,
+        cells,
+        &density,
+        None,
+    )?;
+
+    let smoothed = moving_average(&report.train_loss, 50);
+    let mut series = vec![("training NLL (50-step mean)", smoothed)];
+    if !report.val_loss.is_empty() {
+        series.push((
+            "validation NLL",
+            report
+                .val_loss
+                .iter()
+                .map(|&(s, l)| (s as f64, l))
+                .collect(),
+        ));
+    }
+    series.push((
+        "NLL floor",
+        vec![(0.0, NLL_FLOOR), (report.steps as f64, NLL_FLOOR)],
+    ));
+    plots::curves(
+        &opts.out.join("loss.png"),
+        "two moons: negative log-likelihood",
+        "nats",
+        &series,
+    )?;
+    Ok(())
+}
+
+/// The centres of a `cells × cells` grid over `window`, row-major from the bottom row.
+fn grid_points(window: plots::Window, cells: usize) -> Array2<f32> {
+    let (dx, dy) = (
+        (window.1 - window.0) / cells as f64,
+        (window.3 - window.2) / cells as f64,
+    );
+    Array2::from_shape_fn((cells * cells, 2), |(k, c)| {
+        let (row, col) = (k / cells, k % cells);
+        let v = if c == 0 {
+            window.0 + (col as f64 + 0.5) * dx
+        } else {
+            window.2 + (row as f64 + 0.5) * dy
+        };
+        v as f32
+    })
+}
+
+/// `(step, mean of the last `width` finite losses)`.
+fn moving_average(losses: &[f64], width: usize) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(losses.len());
+    let mut window = std::collections::VecDeque::with_capacity(width);
+    let mut sum = 0.0;
+    for (step, &l) in losses.iter().enumerate() {
+        if !l.is_finite() {
+            continue;
+        }
+        window.push_back(l);
+        sum += l;
+        if window.len() > width {
+            sum -= window.pop_front().unwrap_or(0.0);
+        }
+        out.push(((step + 1) as f64, sum / window.len() as f64));
+    }
+    out
+}
