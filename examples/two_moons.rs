@@ -203,7 +203,7 @@ fn pictures(
     )?;
 
     let cells = 200;
-    let grid = grid_points(WINDOW, cells);
+    let grid = plots::grid_points(WINDOW, cells);
     let density: Vec<f64> = model
         .log_prob(grid.view())?
         .iter()
@@ -241,23 +241,6 @@ fn pictures(
         &series,
     )?;
     Ok(())
-}
-
-/// The centres of a `cells × cells` grid over `window`, row-major from the bottom row.
-fn grid_points(window: plots::Window, cells: usize) -> Array2<f32> {
-    let (dx, dy) = (
-        (window.1 - window.0) / cells as f64,
-        (window.3 - window.2) / cells as f64,
-    );
-    Array2::from_shape_fn((cells * cells, 2), |(k, c)| {
-        let (row, col) = (k / cells, k % cells);
-        let v = if c == 0 {
-            window.0 + (col as f64 + 0.5) * dx
-        } else {
-            window.2 + (row as f64 + 0.5) * dy
-        };
-        v as f32
-    })
 }
 
 /// `(step, mean of the last `width` finite losses)`.

@@ -109,7 +109,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // No mass outside: the density integrates to 1 over the square, and is exactly 0
     // (log p = -inf) anywhere outside it.
     let cells = 300;
-    let grid = grid_points(WINDOW, cells);
+    let grid = plots::grid_points(WINDOW, cells);
     let log_p = model.log_prob(grid.view())?;
     let cell_area = ((WINDOW.1 - WINDOW.0) / cells as f64).powi(2);
     let (mut inside, mut outside) = (0.0, 0.0);
@@ -177,21 +177,4 @@ fn main() -> Result<(), Box<dyn Error>> {
     )?;
     println!("wrote {}", out.display());
     Ok(())
-}
-
-/// The centres of a `cells × cells` grid over `window`, row-major from the bottom row.
-fn grid_points(window: plots::Window, cells: usize) -> Array2<f32> {
-    let (dx, dy) = (
-        (window.1 - window.0) / cells as f64,
-        (window.3 - window.2) / cells as f64,
-    );
-    Array2::from_shape_fn((cells * cells, 2), |(k, c)| {
-        let (row, col) = (k / cells, k % cells);
-        let v = if c == 0 {
-            window.0 + (col as f64 + 0.5) * dx
-        } else {
-            window.2 + (row as f64 + 0.5) * dy
-        };
-        v as f32
-    })
 }

@@ -10,6 +10,24 @@ use plotters::prelude::*;
 /// A rectangle of the plane, `(x_min, x_max, y_min, y_max)`.
 pub type Window = (f64, f64, f64, f64);
 
+/// The centres of a `cells × cells` grid over `window`, row-major from the bottom row:
+/// where a density is evaluated for [`heatmap`].
+pub fn grid_points(window: Window, cells: usize) -> flowgen::ndarray::Array2<f32> {
+    let (dx, dy) = (
+        (window.1 - window.0) / cells as f64,
+        (window.3 - window.2) / cells as f64,
+    );
+    flowgen::ndarray::Array2::from_shape_fn((cells * cells, 2), |(k, c)| {
+        let (row, col) = (k / cells, k % cells);
+        let v = if c == 0 {
+            window.0 + (col as f64 + 0.5) * dx
+        } else {
+            window.2 + (row as f64 + 0.5) * dy
+        };
+        v as f32
+    })
+}
+
 /// Makes the text font available (once per process).
 pub fn init_fonts() -> Result<(), Box<dyn Error>> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
