@@ -1,7 +1,8 @@
 //! The peer workloads (`../shared/peers/README.md`) under criterion: `log_prob` at batch 1,
 //! 256 and 65 536 (plus the point API at batch 1), `sample` of 65 536, for realnvp dim 2
-//! and 16 (zuko's and FlowJAX's architectures) and elementwise16 dim 64, and the unfused
-//! reference path on elementwise16 at 65 536 for the fused/unfused ratio.
+//! and 16 (zuko's and FlowJAX's architectures) and elementwise16 dim 64, the unfused
+//! reference path on elementwise16 at 65 536 for the fused/unfused ratio, and one training
+//! step (`train_step/256`: mean NLL and gradient, then Adam lr 1e-3) on the realnvps.
 //!
 //! Run: `cargo bench --bench flows` (filter: `cargo bench --bench flows -- realnvp16/`).
 //! `benches/peers/run.sh` times the same workloads with the peers' protocol and prints
@@ -11,13 +12,14 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
-use flowgen::Density;
 use flowgen::rand::SeedableRng;
 use flowgen::rand::rngs::StdRng;
+use flowgen::train::{Adam, Optimizer};
+use flowgen::{Density, Trainable};
 
 mod workloads;
 
-use workloads::{BATCHES, SAMPLE_BATCH};
+use workloads::{BATCHES, SAMPLE_BATCH, TRAIN_BATCH, TRAIN_LR};
 
 /// Settings for one batch size: small batches are sampled densely, big ones flat with 20
 /// samples so the whole suite stays around a minute or two.
@@ -69,22 +71,48 @@ fn bench_model<M, const D: usize>(
     group.finish();
 }
 
+/// One training step on a fixed batch of `TRAIN_BATCH` samples of the flow: zero the
+/// gradient, mean NLL and its gradient, one Adam step (lr 1e-3). The model and the
+/// optimiser's state carry over from step to step, as in the peers' loops.
+fn bench_train_step<M: Trainable<f32>>(c: &mut Criterion, name: &str, mut model: M) {
+    let x = workloads::data(&model, TRAIN_BATCH);
+    let mut grad = vec![0.0f32; model.param_len()];
+    let mut opt = Adam::new(model.param_len());
+    let mut group = c.benchmark_group(name);
+    configure(&mut group, TRAIN_BATCH);
+    group.bench_function(format!("train_step/{TRAIN_BATCH}"), |b| {
+        b.iter(|| {
+            grad.fill(0.0);
+            let nll = model
+                .nll_and_grad(black_box(x.view()), &mut grad)
+                .expect("valid batch");
+            opt.step(&mut model, &grad, TRAIN_LR);
+            nll
+        })
+    });
+    group.finish();
+}
+
 fn realnvp(c: &mut Criterion) {
     bench_model(c, "realnvp2", &workloads::realnvp2(), |m, p| {
         m.log_prob_point(p).expect("finite point")
     });
+    bench_train_step(c, "realnvp2", workloads::realnvp2());
     bench_model(c, "realnvp16", &workloads::realnvp16(), |m, p| {
         m.log_prob_point(p).expect("finite point")
     });
+    bench_train_step(c, "realnvp16", workloads::realnvp16());
 }
 
 fn realnvp_flowjax_architecture(c: &mut Criterion) {
     bench_model(c, "realnvp_fj2", &workloads::realnvp_fj2(), |m, p| {
         m.log_prob_point(p).expect("finite point")
     });
+    bench_train_step(c, "realnvp_fj2", workloads::realnvp_fj2());
     bench_model(c, "realnvp_fj16", &workloads::realnvp_fj16(), |m, p| {
         m.log_prob_point(p).expect("finite point")
     });
+    bench_train_step(c, "realnvp_fj16", workloads::realnvp_fj16());
 }
 
 fn elementwise(c: &mut Criterion) {

@@ -9,6 +9,11 @@
 //! `--only MODEL` and `--op OP/BATCH` (repeatable) select workloads, e.g. to profile one:
 //! `perf record -g target/release/deps/flowgen_side-* --only realnvp16 --op log_prob/65536`.
 //!
+//! `train_step` (batch 256, rounds of at least 1 s as the peers time it) is one step of
+//! training on a fixed batch of samples of the flow: the gradient buffer zeroed, the mean
+//! NLL and its gradient (`Trainable::nll_and_grad`), one Adam step with lr 1e-3; the model
+//! and the optimiser's state carry over between steps, as in the peers' loops.
+//!
 //! Besides the peers' operations it records `log_prob_point` (batch 1), the unfused
 //! reference path on elementwise16 (`log_prob_reference`, batch 65 536), and realnvp in
 //! FlowJAX's architecture (model `realnvp_fj`: half-split couplings and permutations).
@@ -17,14 +22,15 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Instant;
 
-use flowgen::Density;
 use flowgen::rand::SeedableRng;
 use flowgen::rand::rngs::StdRng;
+use flowgen::train::{Adam, Optimizer};
+use flowgen::{Density, Trainable};
 
 #[path = "../workloads/mod.rs"]
 mod workloads;
 
-use workloads::{BATCHES, SAMPLE_BATCH};
+use workloads::{BATCHES, SAMPLE_BATCH, TRAIN_BATCH, TRAIN_LR};
 
 /// Median seconds per call of `f`, as `workloads.timeit` measures it.
 fn timeit<T>(mut f: impl FnMut() -> T, min_time: f64) -> f64 {
@@ -75,7 +81,14 @@ impl Bench {
         if !self.ops.is_empty() && !self.ops.iter().any(|o| o == &format!("{op}/{batch}")) {
             return;
         }
-        let min_time = if batch < 65_536 { 0.5 } else { 2.0 } * self.scale;
+        // The peers' round lengths: 1 s for a training step, 0.5 s / 2 s for the rest.
+        let min_time = if op == "train_step" {
+            1.0
+        } else if batch < 65_536 {
+            0.5
+        } else {
+            2.0
+        } * self.scale;
         let seconds = timeit(f, min_time);
         eprintln!(
             "{model:>14} {dim:>3} {op:>18} {batch:>6}: {:>12.3} µs ({:.4} µs/row)",
@@ -127,12 +140,49 @@ impl Bench {
         });
     }
 
+    /// One training step on `TRAIN_BATCH` samples of the flow (seed 1, like the peers'):
+    /// zero the gradient, mean NLL and gradient, Adam step with lr 1e-3.
+    fn train_step<M: Trainable<f32>>(&mut self, name: &'static str, mut model: M) {
+        let x = workloads::data(&model, TRAIN_BATCH);
+        let mut grad = vec![0.0f32; model.param_len()];
+        let mut opt = Adam::new(model.param_len());
+        let first = model
+            .nll_and_grad(x.view(), &mut grad)
+            .expect("valid batch");
+        assert!(
+            first.is_finite() && grad.iter().all(|g| g.is_finite()),
+            "{name}: non-finite NLL {first} or gradient"
+        );
+        let mut last = first;
+        let dim = model.dim();
+        self.time(name, dim, "train_step", TRAIN_BATCH, || {
+            grad.fill(0.0);
+            last = model
+                .nll_and_grad(black_box(x.view()), &mut grad)
+                .expect("valid batch");
+            opt.step(&mut model, &grad, TRAIN_LR);
+        });
+        assert!(last.is_finite(), "{name}: training diverged (NLL {last})");
+        if opt.step_count() > 0 {
+            eprintln!(
+                "{:>44}(mean NLL {first:.4} -> {last:.4} after {} Adam steps)",
+                "",
+                opt.step_count()
+            );
+        }
+    }
+
     fn json(&self) -> String {
         let mut s = String::from("{\n \"meta\": {\n");
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        // Large batches and training steps are split over rayon's threads.
+        let threads = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+            .unwrap_or(cores);
         let _ = writeln!(
             s,
-            "  \"flowgen\": \"{}\",\n  \"threads\": 1,\n  \"cores\": {cores},\n  \"profile\": \"bench (release)\",\n  \"scale\": {}\n }},\n \"results\": [",
+            "  \"flowgen\": \"{}\",\n  \"threads\": {threads},\n  \"cores\": {cores},\n  \"profile\": \"bench (release)\",\n  \"scale\": {}\n }},\n \"results\": [",
             env!("CARGO_PKG_VERSION"),
             self.scale
         );
@@ -167,7 +217,7 @@ fn main() {
             ),
             "-h" | "--help" => {
                 eprintln!(
-                    "flowgen_side [--out FILE] [--quick] [--only MODEL]… [--op OP/BATCH]…\n  models: realnvp2, realnvp16, realnvp_fj2, realnvp_fj16, elementwise16\n  ops: log_prob/1, log_prob_point/1, log_prob/256, log_prob/65536, sample/65536, log_prob_reference/65536"
+                    "flowgen_side [--out FILE] [--quick] [--only MODEL]… [--op OP/BATCH]…\n  models: realnvp2, realnvp16, realnvp_fj2, realnvp_fj16, elementwise16\n  ops: log_prob/1, log_prob_point/1, log_prob/256, log_prob/65536, sample/65536, train_step/256, log_prob_reference/65536"
                 );
                 return;
             }
@@ -185,21 +235,25 @@ fn main() {
         bench.model("realnvp", &workloads::realnvp2(), |m, p| {
             m.log_prob_point(p).expect("finite point")
         });
+        bench.train_step("realnvp", workloads::realnvp2());
     }
     if wants("realnvp16") {
         bench.model("realnvp", &workloads::realnvp16(), |m, p| {
             m.log_prob_point(p).expect("finite point")
         });
+        bench.train_step("realnvp", workloads::realnvp16());
     }
     if wants("realnvp_fj2") {
         bench.model("realnvp_fj", &workloads::realnvp_fj2(), |m, p| {
             m.log_prob_point(p).expect("finite point")
         });
+        bench.train_step("realnvp_fj", workloads::realnvp_fj2());
     }
     if wants("realnvp_fj16") {
         bench.model("realnvp_fj", &workloads::realnvp_fj16(), |m, p| {
             m.log_prob_point(p).expect("finite point")
         });
+        bench.train_step("realnvp_fj", workloads::realnvp_fj16());
     }
     if wants("elementwise16") {
         let model = workloads::elementwise16();

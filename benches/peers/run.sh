@@ -4,13 +4,15 @@
 #   benches/peers/run.sh [--quick] [--fresh-peers] [--no-fit]
 #
 # 1. Times flowgen (benches/peers/flowgen_side.rs, release build, the peers' protocol:
-#    two warm-ups, median of 7 rounds) and writes target/peers/flowgen.json.
+#    two warm-ups, median of 7 rounds) on log_prob, sample and train_step (one training
+#    step: mean NLL, gradient, Adam lr 1e-3, batch 256) and writes target/peers/flowgen.json.
 # 2. For each peer, if a Python venv with it installed is found — $FLOWGEN_PEERS_VENV, or
 #    benches/peers/venv — runs its script (copies of the shared ones, in this directory)
 #    into target/peers/<peer>.json when that file is missing or --fresh-peers is given;
 #    otherwise uses the stored results in ../shared/peers/<peer>.json ($FLOWGEN_PEERS_STORED)
 #    and says how to install the peer.
-# 3. Prints one table (flowgen, FlowJAX, zuko, speed-ups) and the targets (table.py).
+# 3. Prints one table (flowgen, FlowJAX, zuko, speed-ups) and the targets (table.py),
+#    among them train_step 256 >= 2x FlowJAX on realnvp dim 2 and 16.
 #
 # --quick shortens flowgen's rounds tenfold (smoke test); --no-fit skips the peers'
 # two_moons fits. Output directory: $FLOWGEN_PEERS_OUT (default target/peers).
@@ -31,7 +33,7 @@ for arg in "$@"; do
         --quick) quick=(--quick) ;;
         --fresh-peers) fresh=1 ;;
         --no-fit) peer_args+=(--no-fit) ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done

@@ -201,6 +201,12 @@ pub const BATCHES: [usize; 3] = [1, 256, 65_536];
 /// The batch size of the `sample` workload.
 pub const SAMPLE_BATCH: usize = 65_536;
 
+/// The batch size of the `train_step` workload.
+pub const TRAIN_BATCH: usize = 256;
+
+/// The learning rate of the `train_step` workload's Adam step.
+pub const TRAIN_LR: f32 = 1e-3;
+
 /// Rows drawn from `model` to be scored (seed 1, like the peers' `jr.key(1)`).
 pub fn data<M: flowgen::Flow<f32>>(model: &M, n: usize) -> flowgen::ndarray::Array2<f32> {
     model.sample(n, &mut StdRng::seed_from_u64(1))
