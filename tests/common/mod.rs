@@ -6,6 +6,8 @@
 // `unused_imports`: the `pub(crate) use` re-exports of the macros below.
 #![allow(dead_code, unused_macros, unused_imports)]
 
+pub mod chains;
+
 use flowgen::layers::Affine;
 use flowgen::layers::{
     Atanh, Coupling, Exp, LeakyRelu, Log, Logit, Permute, Scale, Shift, Sigmoid, Softplus, Tanh,
