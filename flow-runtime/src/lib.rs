@@ -5,6 +5,7 @@
 
 pub mod base;
 pub mod error;
+pub mod fastmath;
 pub mod float;
 pub mod flow;
 pub mod io;

@@ -14,6 +14,7 @@
 //! | `Log` | (0,∞) → ℝ | `−log x` |
 //! | `LeakyRelu` | ℝ → ℝ | `log slope` for x < 0, else 0 |
 
+use crate::fastmath;
 use crate::float::Float;
 use crate::layers::{Elementwise, elementwise_layer};
 
@@ -139,42 +140,57 @@ impl<F: Float> LeakyRelu<F> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Scalar helpers (public: the gradient code reuses them).
+// Scalar helpers (public: the gradient code reuses them). They call `crate::fastmath`, not
+// libm, and have no branches (only selects), so that the loops of `map_rows` vectorise.
 // ---------------------------------------------------------------------------------------
 
-/// `log(1 + exp x)`, stable for large `|x|`: `x + log1p(exp(−x))` for `x > 0`, else
-/// `log1p(exp x)`, so `exp` never overflows. `softplus(+∞) = +∞`, `softplus(−∞) = 0`.
+/// `a` where `c`, else `b`: written as a value choice so that it compiles to a select.
+#[inline(always)]
+fn pick<T>(c: bool, a: T, b: T) -> T {
+    if c { a } else { b }
+}
+
+/// `log(1 + exp x)`, stable for large `|x|`: `max(x, 0) + log1p(exp(−|x|))`, so `exp` never
+/// overflows. `softplus(+∞) = +∞`, `softplus(−∞) = 0`.
 #[inline]
 pub fn softplus<F: Float>(x: F) -> F {
-    if x > F::zero() {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
-    }
+    fastmath::softplus(x)
 }
 
 /// The inverse of [`softplus`] on `(0, ∞)`: `y + log(−expm1(−y))`, accurate for tiny `y`
 /// (where it is `≈ log y`) and for large `y` (where it is `≈ y`).
 #[inline]
 pub fn softplus_inverse<F: Float>(y: F) -> F {
-    y + (-(-y).exp_m1()).ln()
+    y + fastmath::ln(-fastmath::exp_m1(-y))
+}
+
+/// `(σ(x), log σ'(x))` from one `e = exp(−|x|)`: `σ = 1/(1 + e)` or `e/(1 + e)`, and the
+/// log-det `−|x| − 2·log1p(e)`.
+#[inline(always)]
+fn sigmoid_and_log_det<F: Float>(x: F) -> (F, F) {
+    let a = x.abs();
+    let e = fastmath::exp(-a);
+    let y = pick(x >= F::zero(), F::one(), e) / (F::one() + e);
+    (y, -a - (F::one() + F::one()) * fastmath::ln_1p_in_domain(e))
 }
 
 /// `σ(x) = 1/(1 + exp(−x))`, without overflow for either sign of `x`.
 #[inline]
 pub fn sigmoid<F: Float>(x: F) -> F {
-    if x >= F::zero() {
-        F::one() / (F::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (F::one() + e)
-    }
+    let e = fastmath::exp(-x.abs());
+    pick(x >= F::zero(), F::one(), e) / (F::one() + e)
 }
 
 /// `logit y = log y − log1p(−y)` for `y ∈ (0, 1)` (no range check).
 #[inline]
 pub fn logit<F: Float>(y: F) -> F {
-    y.ln() - (-y).ln_1p()
+    fastmath::ln(y) - fastmath::ln_1p(-y)
+}
+
+/// [`logit`] for `y ∈ (0, 1)` (or NaN) only: the kernels' version.
+#[inline(always)]
+fn logit_in_domain<F: Float>(y: F) -> F {
+    fastmath::ln(y) - fastmath::ln_1p_in_domain(-y)
 }
 
 /// `log σ'(x) = −softplus(−x) − softplus(x)`, evaluated as `−|x| − 2·log1p(exp(−|x|))`
@@ -182,16 +198,14 @@ pub fn logit<F: Float>(y: F) -> F {
 #[inline]
 pub fn sigmoid_log_det<F: Float>(x: F) -> F {
     let a = x.abs();
-    -a - (F::one() + F::one()) * (-a).exp().ln_1p()
+    -a - (F::one() + F::one()) * fastmath::ln_1p_in_domain(fastmath::exp(-a))
 }
 
 /// `log tanh'(x) = log(1 − tanh²x) = 2(log 2 − x − softplus(−2x))`, evaluated at `|x|`
 /// (the function is even) so that no large terms cancel: finite for every finite `x`.
 #[inline]
 pub fn tanh_log_det<F: Float>(x: F) -> F {
-    let a = x.abs();
-    let two = F::one() + F::one();
-    two * (F::LN_2() - a - (-two * a).exp().ln_1p())
+    fastmath::tanh_with_log_det(x).1
 }
 
 /// `atanh x = ½·log1p(2x/(1 − x))`, evaluated at `|x|` and given the sign of `x`, so that
@@ -200,19 +214,24 @@ pub fn tanh_log_det<F: Float>(x: F) -> F {
 pub fn atanh<F: Float>(x: F) -> F {
     let a = x.abs();
     let half = F::of(0.5);
-    (half * ((a + a) / (F::one() - a)).ln_1p()).copysign(x)
+    (half * fastmath::ln_1p((a + a) / (F::one() - a))).copysign(x)
 }
 
 /// `log atanh'(x) = −log(1 − x²)`: `−log1p(−x²)` for `|x| < ½`, else
-/// `−log((1 − |x|)(1 + |x|))` where `1 − |x|` is exact. No range check.
+/// `−log((1 − |x|)(1 + |x|))` where `1 − |x|` is exact. No range check. One logarithm:
+/// the argument is chosen, as the unevaluated sum `1 + (−x²)` or the product. (The
+/// kernels use [`fastmath::atanh_with_log_det`], which shares its logarithms with the
+/// value.)
 #[inline]
 pub fn atanh_log_det<F: Float>(x: F) -> F {
     let a = x.abs();
-    if a < F::of(0.5) {
-        -(-(a * a)).ln_1p()
-    } else {
-        -((F::one() - a) * (F::one() + a)).ln()
-    }
+    let z = -(a * a);
+    let u = F::one() + z;
+    // The exact rounding error of 1 + z (|z| ≤ 1).
+    let c = z - (u - F::one());
+    let small = a < F::of(0.5);
+    let hi = pick(small, u, (F::one() - a) * (F::one() + a));
+    -fastmath::ln_two_sum(hi, pick(small, c, F::zero()))
 }
 
 /// The smallest positive value of `F` (the least subnormal: `2^−1074` for `f64`,
@@ -239,7 +258,8 @@ pub fn largest_below_one<F: Float>() -> F {
 /// ending in a saturated `sigmoid` stay in the flow's open support. NaN passes through.
 #[inline(always)]
 pub fn into_unit_interval<F: Float>(y: F) -> F {
-    y.max(smallest_positive()).min(largest_below_one())
+    let (lo, hi) = (smallest_positive(), largest_below_one());
+    pick(y < lo, lo, pick(y > hi, hi, y))
 }
 
 /// What an inverse kernel returns for a value outside its layer's codomain.
@@ -254,8 +274,16 @@ fn outside_domain<F: Float>() -> (F, F) {
     (F::nan(), F::nan())
 }
 
+/// `v` where `ok`, else what an inverse kernel returns outside its codomain.
+#[inline(always)]
+fn inside_codomain<F: Float>(ok: bool, v: (F, F)) -> (F, F) {
+    pick(ok, v, outside_codomain())
+}
+
 // ---------------------------------------------------------------------------------------
 // Kernels. Inverse kernels reject NaN and ±∞ (not in any codomain) with `(NaN, −∞)`.
+// They compute the value unconditionally and then select, rather than returning early,
+// so that a loop over many entries has no branches and vectorises.
 //
 // Backward kernels (`inverse_backward`) differentiate the exact formulas of `inverse`.
 // Given a `y` that `inverse` rejects, they return NaN for `∂J/∂y` and leave `param_grad`
@@ -271,25 +299,22 @@ impl<F: Float> Elementwise<F> for Affine<F> {
         if !y.is_finite() {
             return F::nan();
         }
-        let e = (-self.log_scale[j]).exp();
+        let e = fastmath::exp(-self.log_scale[j]);
         let x = (y - self.shift[j]) * e;
         let dy = x_bar * e;
         param_grad[j] -= dy;
         param_grad[self.shift.len() + j] -= x_bar * x + w;
         dy
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, j: usize, x: F) -> (F, F) {
         let s = self.log_scale[j];
-        (x * s.exp() + self.shift[j], s)
+        (x * fastmath::exp(s) + self.shift[j], s)
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, j: usize, y: F) -> (F, F) {
-        if !y.is_finite() {
-            return outside_codomain();
-        }
-        let s = self.log_scale[j];
-        ((y - self.shift[j]) * (-s).exp(), -s)
+        let (s, t) = (self.log_scale[j], self.shift[j]);
+        inside_codomain(y.is_finite(), ((y - t) * fastmath::exp(-s), -s))
     }
 }
 
@@ -305,16 +330,14 @@ impl<F: Float> Elementwise<F> for Shift<F> {
         }
         x_bar
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, j: usize, x: F) -> (F, F) {
         (x + self.shift[j], F::zero())
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, j: usize, y: F) -> (F, F) {
-        if !y.is_finite() {
-            return outside_codomain();
-        }
-        (y - self.shift[j], F::zero())
+        let t = self.shift[j];
+        inside_codomain(y.is_finite(), (y - t, F::zero()))
     }
 }
 
@@ -326,24 +349,21 @@ impl<F: Float> Elementwise<F> for Scale<F> {
         if !y.is_finite() {
             return F::nan();
         }
-        let d = self.sign * (-self.log_scale[j]).exp();
+        let d = self.sign * fastmath::exp(-self.log_scale[j]);
         if self.learnable {
             param_grad[j] -= x_bar * (d * y) + w;
         }
         x_bar * d
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, j: usize, x: F) -> (F, F) {
         let s = self.log_scale[j];
-        (self.sign * s.exp() * x, s)
+        (self.sign * fastmath::exp(s) * x, s)
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, j: usize, y: F) -> (F, F) {
-        if !y.is_finite() {
-            return outside_codomain();
-        }
         let s = self.log_scale[j];
-        (self.sign * (-s).exp() * y, -s)
+        inside_codomain(y.is_finite(), (self.sign * fastmath::exp(-s) * y, -s))
     }
 }
 
@@ -359,18 +379,16 @@ impl<F: Float> Elementwise<F> for Sigmoid {
         }
         (x_bar + w * (y + y - F::one())) / (y * (F::one() - y))
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
-        (into_unit_interval(sigmoid(x)), sigmoid_log_det(x))
+        let (y, l) = sigmoid_and_log_det(x);
+        (into_unit_interval(y), l)
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, _j: usize, y: F) -> (F, F) {
         // Rejects y ≤ 0, y ≥ 1 (an f32 value rounded onto the boundary included) and NaN.
-        if !(y > F::zero() && y < F::one()) {
-            return outside_codomain();
-        }
-        let x = logit(y);
-        (x, -sigmoid_log_det(x))
+        let x = logit_in_domain(y);
+        inside_codomain((y > F::zero()) & (y < F::one()), (x, -sigmoid_log_det(x)))
     }
 }
 
@@ -383,28 +401,23 @@ impl<F: Float> Elementwise<F> for Logit {
         if !y.is_finite() {
             return F::nan();
         }
-        x_bar * (sigmoid(y) * sigmoid(-y)) - w * (y * F::of(0.5)).tanh()
+        x_bar * (sigmoid(y) * sigmoid(-y)) - w * fastmath::tanh(y * F::of(0.5))
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, _j: usize, y: F) -> (F, F) {
-        let y = if y > F::zero() && y < F::one() {
-            y
-        } else if y == F::zero() {
-            smallest_positive()
-        } else if y == F::one() {
-            largest_below_one()
-        } else {
-            return outside_domain();
-        };
-        let x = logit(y);
-        (x, -sigmoid_log_det(x))
+        // 0 and 1 saturate just inside (0, 1); outside [0, 1] (and NaN) is outside the domain.
+        let v = pick(y == F::zero(), smallest_positive(), y);
+        let v = pick(v == F::one(), largest_below_one(), v);
+        let x = logit_in_domain(v);
+        pick(
+            (y >= F::zero()) & (y <= F::one()),
+            (x, -sigmoid_log_det(x)),
+            outside_domain(),
+        )
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, _j: usize, x: F) -> (F, F) {
-        if !x.is_finite() {
-            return outside_codomain();
-        }
-        (sigmoid(x), sigmoid_log_det(x))
+        inside_codomain(x.is_finite(), sigmoid_and_log_det(x))
     }
 }
 
@@ -419,18 +432,17 @@ impl<F: Float> Elementwise<F> for Tanh {
         let a = y.abs();
         (x_bar + w * (y + y)) / ((F::one() - a) * (F::one() + a))
     }
-    #[inline]
+    /// The value and the log-det share one exponential ([`fastmath::tanh_with_log_det`]).
+    #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         let bound = largest_below_one::<F>();
-        (x.tanh().max(-bound).min(bound), tanh_log_det(x))
+        let (y, l) = fastmath::tanh_with_log_det(x);
+        (pick(y > bound, bound, pick(y < -bound, -bound, y)), l)
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, _j: usize, y: F) -> (F, F) {
         // Rejects |y| ≥ 1 and NaN.
-        if y.is_nan() || y.abs() >= F::one() {
-            return outside_codomain();
-        }
-        (atanh(y), atanh_log_det(y))
+        inside_codomain(y.abs() < F::one(), fastmath::atanh_with_log_det(y))
     }
 }
 
@@ -445,29 +457,25 @@ impl<F: Float> Elementwise<F> for Atanh {
             return F::nan();
         }
         let two = F::one() + F::one();
-        let e = (-two * y.abs()).exp();
+        let e = fastmath::exp(-two * y.abs());
         let one_e = F::one() + e;
         let sech2 = (two + two) * e / (one_e * one_e);
-        x_bar * sech2 - w * two * y.tanh()
+        x_bar * sech2 - w * two * fastmath::tanh(y)
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
+        // ±1 saturate just inside (−1, 1); |x| > 1 (and NaN) is outside the domain.
         let a = x.abs();
-        let x = if a < F::one() {
-            x
-        } else if a == F::one() {
-            largest_below_one::<F>().copysign(x)
-        } else {
-            return outside_domain();
-        };
-        (atanh(x), atanh_log_det(x))
+        let v = pick(a == F::one(), largest_below_one::<F>().copysign(x), x);
+        pick(
+            a <= F::one(),
+            fastmath::atanh_with_log_det(v),
+            outside_domain(),
+        )
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, _j: usize, y: F) -> (F, F) {
-        if !y.is_finite() {
-            return outside_codomain();
-        }
-        (y.tanh(), tanh_log_det(y))
+        inside_codomain(y.is_finite(), fastmath::tanh_with_log_det(y))
     }
 }
 
@@ -480,21 +488,23 @@ impl<F: Float> Elementwise<F> for Softplus {
         if !(y > F::zero() && y < F::infinity()) {
             return F::nan();
         }
-        x_bar / -(-y).exp_m1() - w / y.exp_m1()
+        x_bar / -fastmath::exp_m1(-y) - w / fastmath::exp_m1(y)
     }
-    #[inline]
+    /// `softplus(x)` and `softplus(−x)` share `log1p(exp(−|x|))`.
+    #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
-        (softplus(x).max(smallest_positive()), -softplus(-x))
+        let l = fastmath::ln_1p_in_domain(fastmath::exp(-x.abs()));
+        let zero = F::zero();
+        let y = pick(x > zero, x, zero) + l;
+        let tiny = smallest_positive();
+        (pick(y < tiny, tiny, y), -(pick(-x > zero, -x, zero) + l))
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, _j: usize, y: F) -> (F, F) {
         // Rejects y ≤ 0, +∞ and NaN.
-        if !(y > F::zero() && y < F::infinity()) {
-            return outside_codomain();
-        }
         // log(−expm1(−y)) = x − y = log σ(x) = −softplus(−x): the forward log-det.
-        let t = (-(-y).exp_m1()).ln();
-        (y + t, -t)
+        let t = fastmath::ln(-fastmath::exp_m1(-y));
+        inside_codomain((y > F::zero()) & (y < F::infinity()), (y + t, -t))
     }
 }
 
@@ -507,18 +517,17 @@ impl<F: Float> Elementwise<F> for Exp {
         }
         (x_bar - w) / y
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
-        (x.exp().max(smallest_positive()), x)
+        let y = fastmath::exp(x);
+        let tiny = smallest_positive();
+        (pick(y < tiny, tiny, y), x)
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, _j: usize, y: F) -> (F, F) {
         // Rejects y ≤ 0, +∞ and NaN.
-        if !(y > F::zero() && y < F::infinity()) {
-            return outside_codomain();
-        }
-        let x = y.ln();
-        (x, -x)
+        let x = fastmath::ln(y);
+        inside_codomain((y > F::zero()) & (y < F::infinity()), (x, -x))
     }
 }
 
@@ -531,27 +540,19 @@ impl<F: Float> Elementwise<F> for Log {
         if !y.is_finite() {
             return F::nan();
         }
-        x_bar * y.exp() + w
+        x_bar * fastmath::exp(y) + w
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
-        // +∞ (an overflowed value) maps to (+∞, −∞) rather than NaN.
-        let x = if x > F::zero() {
-            x
-        } else if x == F::zero() {
-            smallest_positive()
-        } else {
-            return outside_domain();
-        };
-        let y = x.ln();
-        (y, -y)
+        // +∞ (an overflowed value) maps to (+∞, −∞) rather than NaN; 0 saturates to the
+        // least positive value; below 0 (and NaN) is outside the domain.
+        let v = pick(x == F::zero(), smallest_positive(), x);
+        let y = fastmath::ln(v);
+        pick(x >= F::zero(), (y, -y), outside_domain())
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, _j: usize, y: F) -> (F, F) {
-        if !y.is_finite() {
-            return outside_codomain();
-        }
-        (y.exp(), y)
+        inside_codomain(y.is_finite(), (fastmath::exp(y), y))
     }
 }
 
@@ -569,24 +570,19 @@ impl<F: Float> Elementwise<F> for LeakyRelu<F> {
             x_bar
         }
     }
-    #[inline]
+    #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
-        if x < F::zero() {
-            (self.slope * x, self.slope.ln())
-        } else {
-            (x, F::zero())
-        }
+        // `ln slope` is the same for every entry: a loop hoists it.
+        let ld = self.slope.ln();
+        pick(x < F::zero(), (self.slope * x, ld), (x, F::zero()))
     }
-    #[inline]
+    #[inline(always)]
     fn inverse(&self, _j: usize, y: F) -> (F, F) {
-        if !y.is_finite() {
-            return outside_codomain();
-        }
-        if y < F::zero() {
-            (y / self.slope, -self.slope.ln())
-        } else {
-            (y, F::zero())
-        }
+        let ld = -self.slope.ln();
+        inside_codomain(
+            y.is_finite(),
+            pick(y < F::zero(), (y / self.slope, ld), (y, F::zero())),
+        )
     }
 }
 
@@ -1913,6 +1909,137 @@ mod tests {
         check_block("tanh", &Tanh, reals.mapv(f64::tanh));
         check_block("exp", &Exp, reals.mapv(f64::exp));
         check_block("leaky_relu", &leaky::<f64>(), reals);
+    }
+
+    // ----- the fused loop (`map_rows`) -------------------------------------------------
+
+    /// `map_rows` as it was written before tiling: row by row, column order.
+    fn map_rows_naive<F: Float>(
+        x: &mut Array2<F>,
+        log_det: &mut Array1<F>,
+        f: impl Fn(usize, F) -> (F, F),
+    ) {
+        for (mut row, ld) in x.rows_mut().into_iter().zip(log_det.iter_mut()) {
+            let mut acc = F::zero();
+            for (j, v) in row.iter_mut().enumerate() {
+                let (y, l) = f(j, *v);
+                *v = y;
+                acc += l;
+            }
+            *ld += acc;
+        }
+    }
+
+    /// A fused chain like the generated ones: per-coordinate parameters, saturating and
+    /// rejecting kernels, inverse direction.
+    fn chain<F: Float>(dim: usize) -> impl Fn(usize, F) -> (F, F) {
+        let a = Affine {
+            shift: (0..dim).map(|j| F::of(0.1 * j as f64 - 0.3)).collect(),
+            log_scale: (0..dim).map(|j| F::of(0.05 * j as f64 - 0.2)).collect(),
+        };
+        move |j, v| {
+            let (v, l0) = Elementwise::<F>::inverse(&Tanh, j, v);
+            let (v, l1) = a.inverse(j, v);
+            let (v, l2) = Elementwise::<F>::forward(&Sigmoid, j, v);
+            let (v, l3) = Elementwise::<F>::inverse(&Sigmoid, j, v);
+            (v, l0 + l1 + l2 + l3)
+        }
+    }
+
+    fn bits<F: Float>(a: &[F]) -> Vec<u64> {
+        a.iter().map(|v| v.to_f64_lossless().to_bits()).collect()
+    }
+
+    fn tiled_equals_naive_in<F: Float>() {
+        let mut rng = StdRng::seed_from_u64(21);
+        for rows in [0, 1, 2, 5, 15, 16, 17, 31, 33, 259] {
+            for cols in [0, 1, 3, 16, 64] {
+                // Values in (−1.2, 1.2): some outside the codomain of the first kernel.
+                let x0 =
+                    Array2::from_shape_fn((rows, cols), |_| F::of(rng.random_range(-1.2..1.2)));
+                let ld0 = Array1::from_shape_fn(rows, |_| F::of(rng.random_range(-1.0..1.0)));
+                let (mut x1, mut ld1) = (x0.clone(), ld0.clone());
+                map_rows_naive(&mut x1, &mut ld1, chain::<F>(cols));
+                let (mut x2, mut ld2) = (x0.clone(), ld0.clone());
+                crate::layers::map_rows(x2.view_mut(), ld2.view_mut(), chain::<F>(cols));
+                let ctx = format!("{} {rows}×{cols}", F::NAME);
+                assert_eq!(
+                    bits(x1.as_slice().unwrap()),
+                    bits(x2.as_slice().unwrap()),
+                    "{ctx}"
+                );
+                assert_eq!(
+                    bits(ld1.as_slice().unwrap()),
+                    bits(ld2.as_slice().unwrap()),
+                    "{ctx}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn map_rows_equals_the_row_by_row_loop_bit_for_bit() {
+        tiled_equals_naive_in::<f32>();
+        tiled_equals_naive_in::<f64>();
+    }
+
+    #[test]
+    fn map_rows_handles_any_layout_and_short_log_dets() {
+        use ndarray::s;
+        let mut rng = StdRng::seed_from_u64(22);
+        let full = Array2::from_shape_fn((40, 12), |_| rng.random_range(-0.9..0.9f64));
+        let ld0 = Array1::from_shape_fn(40, |_| rng.random_range(-1.0..1.0f64));
+        // Transposed (column-major), a column slice, every other row, and a strided
+        // log-det: each against the naive loop on a standard-layout copy.
+        let check = |mut x: ndarray::ArrayViewMut2<'_, f64>,
+                     mut ld: ndarray::ArrayViewMut1<'_, f64>| {
+            let (mut x1, mut ld1) = (x.to_owned(), ld.to_owned());
+            let cols = x.ncols();
+            map_rows_naive(&mut x1, &mut ld1, chain::<f64>(cols));
+            crate::layers::map_rows(x.view_mut(), ld.view_mut(), chain::<f64>(cols));
+            // Bitwise (some entries leave the first kernel's codomain: NaN).
+            let bits = |a: Vec<f64>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(x.iter().copied().collect()),
+                bits(x1.iter().copied().collect())
+            );
+            assert_eq!(bits(ld.to_vec()), bits(ld1.to_vec()));
+        };
+        let mut t = full.t().as_standard_layout().into_owned().reversed_axes();
+        assert!(!t.is_standard_layout());
+        let mut ld = ld0.clone();
+        check(t.view_mut(), ld.view_mut());
+        let mut x = full.clone();
+        check(x.slice_mut(s![.., 3..9]), ld.view_mut());
+        check(x.slice_mut(s![..;2, ..]), ld.slice_mut(s![..20]));
+        let mut ld_wide = Array1::zeros(80);
+        check(x.view_mut(), ld_wide.slice_mut(s![..;2]));
+        // A log-det shorter than the batch: the rows past its end are left alone.
+        let mut x = full.clone();
+        let mut ld = Array1::zeros(21);
+        crate::layers::map_rows(x.view_mut(), ld.view_mut(), chain::<f64>(12));
+        assert_eq!(x.slice(s![21.., ..]), full.slice(s![21.., ..]));
+        let (mut x1, mut ld1) = (full.slice(s![..21, ..]).to_owned(), Array1::zeros(21));
+        map_rows_naive(&mut x1, &mut ld1, chain::<f64>(12));
+        assert_eq!(x.slice(s![..21, ..]), x1);
+        assert_eq!(ld, ld1);
+    }
+
+    #[test]
+    fn map_rows_calls_the_kernel_once_per_entry() {
+        use std::cell::RefCell;
+        for (rows, cols) in [(1, 1), (7, 3), (16, 5), (37, 64)] {
+            let seen = RefCell::new(vec![0usize; cols]);
+            let mut x = Array2::<f32>::zeros((rows, cols));
+            let mut ld = Array1::<f32>::zeros(rows);
+            crate::layers::map_rows(x.view_mut(), ld.view_mut(), |j, v| {
+                seen.borrow_mut()[j] += 1;
+                (v + 1.0, 0.5)
+            });
+            assert!(seen.borrow().iter().all(|&n| n == rows), "{rows}×{cols}");
+            assert!(x.iter().all(|&v| v == 1.0));
+            assert!(ld.iter().all(|&l| l == 0.5 * cols as f32));
+        }
     }
 
     // ----- properties -----------------------------------------------------------------

@@ -122,23 +122,105 @@ pub fn map_rows_backward<F: Float>(
         });
 }
 
+/// Rows per tile of [`map_rows`]: the kernels run on one column of (up to) this many rows
+/// at a time, as one loop over independent values (`j` fixed, so per-coordinate parameters
+/// and whatever the kernels derive from them are loop invariants) that the compiler
+/// vectorises.
+const TILE_ROWS: usize = 16;
+
 /// Applies the scalar map `f(j, value) -> (new value, log-det)` to every entry of `x` in
 /// one pass, adding each row's summed log-det to `log_det`. The generated code passes a
 /// closure that chains several [`Elementwise`] kernels, which is how they are fused.
+///
+/// Each row's log-dets are summed in column order from zero and then added to its
+/// `log_det` entry (rows beyond `log_det.len()` are left alone). `f` is called once per
+/// entry, in an unspecified order: tiles of up to [`TILE_ROWS`] rows, column by column, so
+/// that the kernels of independent entries vectorise. A batch that is not in standard
+/// layout is processed in a standard-layout copy.
+///
+/// Speed: the loop compiles to SIMD for whatever the target enables; the default
+/// `x86_64` target has only SSE2 (4 `f32` lanes). Building with
+/// `RUSTFLAGS="-C target-cpu=native"` (or `x86-64-v3`) lets the same loop use AVX2/AVX-512,
+/// about 2–3× faster on long fused chains.
 #[inline]
 pub fn map_rows<F: Float>(
-    mut x: ArrayViewMut2<'_, F>,
-    mut log_det: ArrayViewMut1<'_, F>,
+    x: ArrayViewMut2<'_, F>,
+    log_det: ArrayViewMut1<'_, F>,
     f: impl Fn(usize, F) -> (F, F),
 ) {
-    for (mut row, ld) in x.axis_iter_mut(Axis(0)).zip(log_det.iter_mut()) {
-        let mut acc = F::zero();
-        for (j, v) in row.iter_mut().enumerate() {
-            let (y, l) = f(j, *v);
-            *v = y;
-            acc += l;
+    let rows = x.nrows().min(log_det.len());
+    let cols = x.ncols();
+    let mut x = x.slice_axis_move(Axis(0), ndarray::Slice::from(..rows));
+    let mut log_det = log_det.slice_axis_move(Axis(0), ndarray::Slice::from(..rows));
+    if cols == 0 {
+        // No entries: every row's log-det sum is zero.
+        log_det.map_inplace(|l| *l += F::zero());
+        return;
+    }
+    // One call of `map_tiles` (so one call site of `f`, which lets the compiler inline the
+    // fused chain into the tile loop), on the batch itself or on a standard-layout copy.
+    let mut copy: Option<(Vec<F>, Vec<F>)> = None;
+    let (data, lds) = match (x.as_slice_mut(), log_det.as_slice_mut()) {
+        (Some(data), Some(lds)) => (data, lds),
+        _ => {
+            let (xc, lc) = copy.insert((
+                x.iter().copied().collect(),
+                log_det.iter().copied().collect(),
+            ));
+            (&mut xc[..], &mut lc[..])
         }
-        *ld += acc;
+    };
+    map_tiles(data, lds, cols, f);
+    if let Some((xc, lc)) = copy {
+        // `iter_mut` visits in the same (logical, row-major) order as `iter` above.
+        x.iter_mut().zip(xc).for_each(|(d, v)| *d = v);
+        log_det.iter_mut().zip(lc).for_each(|(d, v)| *d = v);
+    }
+}
+
+/// Columns per slab of [`map_tiles`]: a tile is transposed [`TILE_ROWS`] × this many
+/// entries at a time into a buffer on the stack (1 KiB for `f32`), so nothing is allocated.
+const SLAB_COLS: usize = 16;
+
+/// [`map_rows`] on a row-major block `data` (`lds.len()` rows of `cols > 0` entries), in
+/// tiles of up to [`TILE_ROWS`] rows. Each tile is transposed, [`SLAB_COLS`] columns at a
+/// time, into a column-major buffer; `f` runs down each buffered column (a loop without
+/// dependencies between its iterations, which vectorises once `f` is inlined) while
+/// per-row accumulators collect the log-dets in column order; the slab is transposed back,
+/// and at the end of the tile the accumulators are added to `lds`.
+#[inline(always)]
+fn map_tiles<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: impl Fn(usize, F) -> (F, F)) {
+    const T: usize = TILE_ROWS;
+    let mut buffer = [F::zero(); TILE_ROWS * SLAB_COLS];
+    for (tile, ld) in data.chunks_mut(T * cols).zip(lds.chunks_mut(T)) {
+        let m = ld.len().min(T);
+        let mut acc = [F::zero(); T];
+        let acc = &mut acc[..m];
+        for j0 in (0..cols).step_by(SLAB_COLS) {
+            let width = (cols - j0).min(SLAB_COLS);
+            let slab = &mut buffer[..width * T];
+            for (k, row) in tile.chunks_exact(cols).take(m).enumerate() {
+                for (column, &x) in slab.chunks_exact_mut(T).zip(&row[j0..j0 + width]) {
+                    column[k] = x;
+                }
+            }
+            for (dj, column) in slab.chunks_exact_mut(T).enumerate() {
+                let j = j0 + dj;
+                for (v, acc) in column[..m].iter_mut().zip(acc.iter_mut()) {
+                    let (y, l) = f(j, *v);
+                    *v = y;
+                    *acc += l;
+                }
+            }
+            for (k, row) in tile.chunks_exact_mut(cols).take(m).enumerate() {
+                for (column, x) in slab.chunks_exact(T).zip(&mut row[j0..j0 + width]) {
+                    *x = column[k];
+                }
+            }
+        }
+        for (ld, acc) in ld.iter_mut().zip(acc.iter()) {
+            *ld += *acc;
+        }
     }
 }
 
