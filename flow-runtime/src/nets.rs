@@ -1,12 +1,17 @@
-//! Small MLP conditioners, on matrices of row blocks (matrixmultiply through ndarray) and
-//! on single points (stack scratch, no heap).
+//! Small MLP conditioners, on row blocks and on single points (stack scratch, no heap).
 //!
-//! A batch of rows goes through [`Mlp::forward_block`]: one `general_mat_mul` per layer
-//! into caller-provided scratch, then one fused pass adding the bias and applying the
-//! activation. A single point goes through [`Mlp::hidden_point`] (the last hidden
-//! activation, in scratch whose size depends only on the hidden widths) and then
-//! [`Mlp::output_unit`] for each output unit the caller needs, so no buffer ever has to be
-//! as large as the output.
+//! A batch of rows goes through [`Mlp::forward_block`]: per layer one pass of a
+//! register-tiled kernel ([`Dense::block_into`]: tiles of 4 rows × 16 `f32` outputs, the
+//! weights read from a small panel on the stack, the bias and the activation applied as each
+//! tile is stored), into caller-provided scratch; no packing of the rows and no allocation,
+//! which matters for the small matrices of a conditioner (a 64 × 64 layer on a few hundred
+//! rows). A single point goes through [`Mlp::hidden_point`] (the last hidden activation,
+//! in scratch whose size depends only on the hidden widths) and then
+//! [`Mlp::output_point`] for a window of output units at a time, so no buffer ever has to
+//! be as large as the output. Both add each output's terms in the same order, with the same
+//! (fused where the processor has FMA) multiply-adds: a point and a row of any block get the
+//! same values, bit for bit. The backward pass uses matrix products (matrixmultiply
+//! through ndarray).
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
@@ -60,6 +65,37 @@ impl Activation {
                 }
             }
             Activation::Silu => x * sigmoid(x),
+        }
+    }
+
+    /// `v = act(v)` for every value of `v`.
+    #[inline]
+    pub fn apply_slice<F: Float>(self, v: &mut [F]) {
+        self.add_bias_apply(v, &[]);
+    }
+
+    /// `v = act(v + bias)` for every row of `v` (row-major, rows of `bias.len()` values),
+    /// or `v = act(v)` when `bias` is empty. One loop per variant, so the variant is not
+    /// matched per value and the loop vectorises where the activation allows.
+    #[inline]
+    pub fn add_bias_apply<F: Float>(self, v: &mut [F], bias: &[F]) {
+        #[inline(always)]
+        fn run<F: Float>(v: &mut [F], bias: &[F], f: impl Fn(F) -> F) {
+            if bias.is_empty() {
+                v.iter_mut().for_each(|x| *x = f(*x));
+            } else {
+                for row in v.chunks_exact_mut(bias.len()) {
+                    for (x, &b) in row.iter_mut().zip(bias) {
+                        *x = f(*x + b);
+                    }
+                }
+            }
+        }
+        match self {
+            Activation::Relu => run(v, bias, |x| Activation::Relu.apply(x)),
+            Activation::Tanh => run(v, bias, |x| Activation::Tanh.apply(x)),
+            Activation::Elu => run(v, bias, |x| Activation::Elu.apply(x)),
+            Activation::Silu => run(v, bias, |x| Activation::Silu.apply(x)),
         }
     }
 
@@ -136,23 +172,436 @@ impl<F: Float> Dense<F> {
         }
     }
 
-    /// `out[o] = act(bias[o] + Σ_j input(j)·weight[j, o])` for one point (`act` = identity
-    /// when `None`). Reads the weights row by row (contiguous).
-    #[inline]
-    fn point(&self, input: impl Fn(usize) -> F, out: &mut [F], act: Option<Activation>) {
+    /// `out[o] = (Σ_j input(j)·weight[j, col + o]) + bias[col + o]` for
+    /// `o in 0..out.len()`: one row, any window of outputs. The terms are added in the
+    /// order of `j` from zero and the bias last, exactly as [`Dense::block_into`] adds
+    /// them, so a point, a row of a block of any size and any window of outputs get the same
+    /// values, bit for bit.
+    #[inline(always)]
+    fn row_into(&self, input: impl Fn(usize) -> F, col: usize, out: &mut [F]) {
+        let width = out.len();
         let bias = self.bias.as_slice().expect("bias is contiguous");
-        out.copy_from_slice(bias);
-        for (j, w_row) in self.weight.rows().into_iter().enumerate() {
-            let xj = input(j);
-            for (o, &w) in out.iter_mut().zip(w_row.iter()) {
-                *o += xj * w;
-            }
+        let weight = self.weight.as_standard_layout();
+        let w = weight.as_slice().expect("standard layout");
+        out.fill(F::zero());
+        accumulate(out, input, self.inputs(), &w[col..], self.outputs());
+        for (o, &b) in out.iter_mut().zip(&bias[col..col + width]) {
+            *o += b;
         }
+    }
+
+    /// `out[o] = act((Σ_j input(j)·weight[j, o]) + bias[o])` for one point (`act` = identity
+    /// when `None`).
+    #[inline(always)]
+    fn point(&self, input: impl Fn(usize) -> F, out: &mut [F], act: Option<Activation>) {
+        self.row_into(input, 0, out);
         if let Some(act) = act {
-            for o in out.iter_mut() {
-                *o = act.apply(*o);
+            act.apply_slice(out);
+        }
+    }
+
+    /// `c = act(a·weight + bias)` on a block of `rows` rows: `a` row-major with rows of
+    /// [`Dense::inputs`] values, `c` row-major with rows of [`Dense::outputs`] values.
+    /// Register tiles of 4 rows by 16 `f32` (8 `f64`) outputs, or 8 rows by 8 (4) for a
+    /// narrow rest: each column of tiles copies its weights into a small panel on the stack,
+    /// reads the rows in place, and adds the bias and applies the activation as each tile
+    /// is stored. Fewer rows than a tile go row by row. The same sums as
+    /// [`Dense::row_into`], bit for bit.
+    fn block_into(&self, a: &[F], rows: usize, c: &mut [F], act: Option<Activation>) {
+        let (k, n) = (self.inputs(), self.outputs());
+        assert!(
+            a.len() >= rows * k && c.len() >= rows * n,
+            "dense block too small"
+        );
+        let bias = self.bias.as_slice().expect("bias is contiguous");
+        let weight = self.weight.as_standard_layout();
+        let w = weight.as_slice().expect("standard layout");
+        if rows < TILE_ROWS {
+            for (x, out) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)).take(rows) {
+                self.row_into(|j| x[j], 0, out);
+                if let Some(act) = act {
+                    act.apply_slice(out);
+                }
+            }
+            return;
+        }
+        let block = Block {
+            w,
+            bias,
+            k,
+            n,
+            a,
+            rows,
+        };
+        match act {
+            None => block.run(c, |v| v),
+            Some(Activation::Relu) => block.run(c, |v| Activation::Relu.apply(v)),
+            Some(Activation::Tanh) => block.run(c, |v| Activation::Tanh.apply(v)),
+            Some(Activation::Elu) => block.run(c, |v| Activation::Elu.apply(v)),
+            Some(Activation::Silu) => block.run(c, |v| Activation::Silu.apply(v)),
+        }
+    }
+}
+
+/// Outputs per pass of the row-by-row fallback of [`Mlp::forward_block`] (stack memory).
+const ROW_WINDOW: usize = 64;
+
+/// Rows of a register tile of [`Dense::block_into`]; blocks of fewer rows go row by row.
+const TILE_ROWS: usize = 4;
+
+/// Elements of the panel of weights [`Dense::block_into`] copies a tile's columns into
+/// (stack memory: 8 KiB of `f32`, 128 rows of 16).
+const PANEL: usize = 2048;
+
+/// The operands of [`Dense::block_into`]: `c = ep(a·w + bias)`, `a` rows × k, `w` k × n.
+struct Block<'a, F> {
+    w: &'a [F],
+    bias: &'a [F],
+    k: usize,
+    n: usize,
+    a: &'a [F],
+    rows: usize,
+}
+
+/// Which compilation of the tiles runs: both add the same terms in the same order as the
+/// row kernel of the same processor ([`accumulate`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Whatever the target has, a multiply and an add.
+    Plain,
+    /// AVX2 and FMA: fused multiply-adds in 256-bit vectors.
+    Avx2,
+}
+
+impl Kernel {
+    /// The best this processor runs (detected once, cached by `std`).
+    #[inline(always)]
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            return Kernel::Avx2;
+        }
+        Kernel::Plain
+    }
+}
+
+/// What a tile does with its sums: where they start (zero, or the partial sums in `c`
+/// from the previous panel of a long `k`) and whether they are final (then stored as
+/// `ep(sum + bias)`, else stored as they are for the next panel).
+#[derive(Clone, Copy)]
+struct Pass {
+    first: bool,
+    last: bool,
+}
+
+impl<F: Float> Block<'_, F> {
+    /// Tiles 16 `f32` or 8 `f64` outputs wide (two 256-bit vectors per row), and 8 or 4
+    /// (one vector) for a narrow rest.
+    #[inline(always)]
+    fn run(&self, c: &mut [F], ep: impl Fn(F) -> F) {
+        let kernel = Kernel::detect();
+        if size_of::<F>() == 4 {
+            self.columns::<16, 8>(c, &ep, kernel);
+        } else {
+            self.columns::<8, 4>(c, &ep, kernel);
+        }
+    }
+
+    /// The outputs in columns of `WIDE`, and of `NARROW` for a narrow rest.
+    #[inline(always)]
+    fn columns<const WIDE: usize, const NARROW: usize>(
+        &self,
+        c: &mut [F],
+        ep: &impl Fn(F) -> F,
+        kernel: Kernel,
+    ) {
+        let mut panel = [F::zero(); PANEL];
+        let mut j0 = 0;
+        while j0 < self.n {
+            if self.n - j0 > NARROW {
+                self.column::<WIDE, WIDE>(j0, &mut panel, c, ep, kernel);
+                j0 += WIDE;
+            } else {
+                self.column::<NARROW, WIDE>(j0, &mut panel, c, ep, kernel);
+                j0 += NARROW;
             }
         }
+    }
+
+    /// Outputs `j0..j0 + NR` (fewer at the right edge) of every row: their weights are
+    /// copied into `panel` (rows of `NR`, zero-padded; a long `k` a panel at a time), then
+    /// each tile of rows runs over the panel.
+    #[inline(always)]
+    fn column<const NR: usize, const WIDE: usize>(
+        &self,
+        j0: usize,
+        panel: &mut [F; PANEL],
+        c: &mut [F],
+        ep: &impl Fn(F) -> F,
+        kernel: Kernel,
+    ) {
+        let (k, n) = (self.k, self.n);
+        let cols = NR.min(n - j0);
+        let per_panel = PANEL / NR;
+        for k0 in (0..k).step_by(per_panel) {
+            let kc = per_panel.min(k - k0);
+            let p = &mut panel[..kc * NR];
+            let rows = p.chunks_exact_mut(NR).zip(self.w[k0 * n + j0..].chunks(n));
+            if cols == NR {
+                for (dst, w) in rows {
+                    let dst: &mut [F; NR] = dst.try_into().expect("panel rows of NR");
+                    dst.copy_from_slice(&w[..NR]);
+                }
+            } else {
+                for (dst, w) in rows {
+                    let mut row = [F::zero(); NR];
+                    for (d, &w) in row.iter_mut().zip(&w[..cols]) {
+                        *d = w;
+                    }
+                    dst.copy_from_slice(&row);
+                }
+            }
+            let pass = Pass {
+                first: k0 == 0,
+                last: k0 + kc == k,
+            };
+            // Tiles of four rows by two vectors, or of eight rows by one (so that either
+            // way eight independent sums hide the latency of the multiply-adds).
+            if NR == WIDE {
+                self.row_tiles::<NR, TILE_ROWS>(p, j0, k0, c, ep, pass, kernel);
+            } else {
+                self.row_tiles::<NR, { 2 * TILE_ROWS }>(p, j0, k0, c, ep, pass, kernel);
+            }
+        }
+    }
+
+    /// The tiles of `MR` rows of one panel, in a function of its own (so that the
+    /// accumulators and the rows' addresses live in registers), compiled for AVX2 and FMA
+    /// when `fma`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn row_tiles<const NR: usize, const MR: usize>(
+        &self,
+        panel: &[F],
+        j0: usize,
+        k0: usize,
+        c: &mut [F],
+        ep: &impl Fn(F) -> F,
+        pass: Pass,
+        kernel: Kernel,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Avx2 {
+            // SAFETY: `Kernel::detect` found the features `row_tiles_fma` is compiled for.
+            unsafe { self.row_tiles_fma::<NR, MR>(panel, j0, k0, c, ep, pass) };
+            return;
+        }
+        let _ = kernel;
+        self.row_tiles_plain::<NR, MR>(panel, j0, k0, c, ep, pass);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    fn row_tiles_fma<const NR: usize, const MR: usize>(
+        &self,
+        panel: &[F],
+        j0: usize,
+        k0: usize,
+        c: &mut [F],
+        ep: &impl Fn(F) -> F,
+        pass: Pass,
+    ) {
+        self.row_tiles_with::<true, NR, MR>(panel, j0, k0, c, ep, pass);
+    }
+
+    #[inline(never)]
+    fn row_tiles_plain<const NR: usize, const MR: usize>(
+        &self,
+        panel: &[F],
+        j0: usize,
+        k0: usize,
+        c: &mut [F],
+        ep: &impl Fn(F) -> F,
+        pass: Pass,
+    ) {
+        self.row_tiles_with::<false, NR, MR>(panel, j0, k0, c, ep, pass);
+    }
+
+    #[inline(always)]
+    fn row_tiles_with<const FMA: bool, const NR: usize, const MR: usize>(
+        &self,
+        panel: &[F],
+        j0: usize,
+        k0: usize,
+        c: &mut [F],
+        ep: &impl Fn(F) -> F,
+        pass: Pass,
+    ) {
+        let (k, n) = (self.k, self.n);
+        let kc = panel.len() / NR;
+        for i0 in (0..self.rows).step_by(MR) {
+            // The last tile repeats its last row in place of the missing ones.
+            let valid = MR.min(self.rows - i0);
+            let a: [&[F]; MR] =
+                std::array::from_fn(|r| &self.a[(i0 + r.min(valid - 1)) * k + k0..][..kc]);
+            let c = &mut c[i0 * n..(i0 + valid) * n];
+            self.tile_with::<FMA, NR, MR>(&a, panel, j0, c, ep, pass);
+        }
+    }
+
+    /// `acc[r][t] (+)= Σ_kk a[r][kk]·panel[kk][t]` (the terms in the order of `kk`, one
+    /// multiply-add per row and output, the accumulators in registers), then stored.
+    #[inline(always)]
+    fn tile_with<const FMA: bool, const NR: usize, const MR: usize>(
+        &self,
+        a: &[&[F]; MR],
+        panel: &[F],
+        j0: usize,
+        c: &mut [F],
+        ep: &impl Fn(F) -> F,
+        pass: Pass,
+    ) {
+        let n = self.n;
+        let cols = NR.min(n - j0);
+        let mut acc = [[F::zero(); NR]; MR];
+        if !pass.first {
+            for (acc, c) in acc.iter_mut().zip(c.chunks_exact(n)) {
+                acc[..cols].copy_from_slice(&c[j0..j0 + cols]);
+            }
+        }
+        // The rows as iterators zipped with the panel's rows, so that the loop carries no
+        // index to check (written out for the two tile heights).
+        let w = panel
+            .chunks_exact(NR)
+            .map(|w| -> &[F; NR] { w.try_into().expect("NR") });
+        if let (Ok([a0, a1, a2, a3]), Ok(acc)) = (
+            <&[&[F]; 4]>::try_from(&a[..]),
+            <&mut [_; 4]>::try_from(&mut acc[..]),
+        ) {
+            let x = a0.iter().zip(*a1).zip(*a2).zip(*a3);
+            for ((((&x0, &x1), &x2), &x3), w) in x.zip(w) {
+                multiply_add::<F, FMA, NR, 4>(acc, [x0, x1, x2, x3], w);
+            }
+        } else if let (Ok([a0, a1, a2, a3, a4, a5, a6, a7]), Ok(acc)) = (
+            <&[&[F]; 8]>::try_from(&a[..]),
+            <&mut [_; 8]>::try_from(&mut acc[..]),
+        ) {
+            let x =
+                (a0.iter().zip(*a1).zip(*a2).zip(*a3)).zip(a4.iter().zip(*a5).zip(*a6).zip(*a7));
+            for (((((&x0, &x1), &x2), &x3), (((&x4, &x5), &x6), &x7)), w) in x.zip(w) {
+                multiply_add::<F, FMA, NR, 8>(acc, [x0, x1, x2, x3, x4, x5, x6, x7], w);
+            }
+        } else {
+            unreachable!("tiles have 4 or 8 rows");
+        }
+        for (acc, c) in acc.iter().zip(c.chunks_exact_mut(n)) {
+            let out = &mut c[j0..j0 + cols];
+            if !pass.last {
+                out.copy_from_slice(&acc[..cols]);
+            } else if cols == NR {
+                let bias: &[F; NR] = self.bias[j0..j0 + NR].try_into().expect("NR biases");
+                let out: &mut [F; NR] = out.try_into().expect("NR outputs");
+                for ((o, &v), &b) in out.iter_mut().zip(acc).zip(bias) {
+                    *o = ep(v + b);
+                }
+            } else {
+                for ((o, &v), &b) in out.iter_mut().zip(acc).zip(&self.bias[j0..]) {
+                    *o = ep(v + b);
+                }
+            }
+        }
+    }
+}
+
+/// `acc[r][t] = x[r]·w[t] + acc[r][t]`: one step of a tile.
+#[inline(always)]
+fn multiply_add<F: Float, const FMA: bool, const NR: usize, const MR: usize>(
+    acc: &mut [[F; NR]; MR],
+    x: [F; MR],
+    w: &[F; NR],
+) {
+    for (acc, x) in acc.iter_mut().zip(x) {
+        for (acc, &w) in acc.iter_mut().zip(w) {
+            *acc = madd::<F, FMA>(x, w, *acc);
+        }
+    }
+}
+
+/// Whether this processor has AVX2 and FMA (detected once, cached by `std`): the kernels
+/// then use fused multiply-adds in 256-bit vectors, as matrixmultiply's do.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// `x·w + o`: rounded once with `FMA`, else a multiply and an add.
+#[inline(always)]
+fn madd<F: Float, const FMA: bool>(x: F, w: F, o: F) -> F {
+    if FMA { x.mul_add(w, o) } else { o + x * w }
+}
+
+/// `out[o] += Σ_{j<k} x(j)·w[j·stride + o]` for `o in 0..out.len()`, adding the terms in
+/// the order of `j` with the multiply-add of [`Dense::block_into`] (fused where the
+/// processor has FMA), so its sums are those of the block kernel.
+#[inline(always)]
+fn accumulate<F: Float>(out: &mut [F], x: impl Fn(usize) -> F, k: usize, w: &[F], stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the processor has the features `accumulate_fma` is compiled for.
+        unsafe { accumulate_fma(out, x, k, w, stride) };
+        return;
+    }
+    accumulate_with::<F, false>(out, x, k, w, stride);
+}
+
+/// [`accumulate_with`] compiled for AVX2 and FMA, with fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn accumulate_fma<F: Float>(
+    out: &mut [F],
+    x: impl Fn(usize) -> F,
+    k: usize,
+    w: &[F],
+    stride: usize,
+) {
+    accumulate_with::<F, true>(out, x, k, w, stride);
+}
+
+/// The loops of [`accumulate`]: four rows of `w` per pass over `out` (so `out` is loaded
+/// and stored a quarter as often; the sums are those of one row at a time), inner loops
+/// over plain slices that vectorise.
+#[inline(always)]
+fn accumulate_with<F: Float, const FMA: bool>(
+    out: &mut [F],
+    x: impl Fn(usize) -> F,
+    k: usize,
+    w: &[F],
+    stride: usize,
+) {
+    let width = out.len();
+    let mut j = 0;
+    while j + 4 <= k {
+        let (x0, x1, x2, x3) = (x(j), x(j + 1), x(j + 2), x(j + 3));
+        let w0 = &w[j * stride..][..width];
+        let w1 = &w[(j + 1) * stride..][..width];
+        let w2 = &w[(j + 2) * stride..][..width];
+        let w3 = &w[(j + 3) * stride..][..width];
+        for ((((o, &a), &b), &c), &d) in out.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+            let v = madd::<F, FMA>(x0, a, *o);
+            let v = madd::<F, FMA>(x1, b, v);
+            let v = madd::<F, FMA>(x2, c, v);
+            *o = madd::<F, FMA>(x3, d, v);
+        }
+        j += 4;
+    }
+    while j < k {
+        let xj = x(j);
+        for (o, &a) in out.iter_mut().zip(&w[j * stride..][..width]) {
+            *o = madd::<F, FMA>(xj, a, *o);
+        }
+        j += 1;
     }
 }
 
@@ -245,7 +694,7 @@ impl<F: Float> Mlp<F> {
     pub fn forward_block(
         &self,
         input: ArrayView2<'_, F>,
-        mut out: ArrayViewMut2<'_, F>,
+        out: ArrayViewMut2<'_, F>,
         hidden_a: &mut [F],
         hidden_b: &mut [F],
     ) {
@@ -260,10 +709,7 @@ impl<F: Float> Mlp<F> {
             (rows, self.outputs()),
             "MLP output has the wrong shape"
         );
-        let (last, hidden) = self
-            .layers
-            .split_last()
-            .expect("an MLP has at least one layer");
+        let hidden = self.hidden();
         assert!(
             hidden_a.len() >= rows * self.max_hidden() && hidden_b.len() >= self.hidden_b_len(rows),
             "MLP hidden scratch too small: {} and {} elements, {} and {} needed",
@@ -273,52 +719,67 @@ impl<F: Float> Mlp<F> {
             self.hidden_b_len(rows)
         );
 
-        let last_input = match hidden.split_first() {
-            None => input,
-            Some((first, rest)) => {
-                let mut cur: &mut [F] = hidden_a;
-                let mut next: &mut [F] = hidden_b;
-                let mut width = first.outputs();
-                {
-                    let mut h = ArrayViewMut2::from_shape((rows, width), &mut cur[..rows * width])
-                        .expect("hidden_a too small");
-                    general_mat_mul(F::one(), &input, &first.weight, F::zero(), &mut h);
-                    self.bias_activation(&mut h, first);
-                }
-                for layer in rest {
-                    let out_width = layer.outputs();
-                    let prev = ArrayView2::from_shape((rows, width), &cur[..rows * width])
-                        .expect("hidden scratch too small");
-                    let mut h =
-                        ArrayViewMut2::from_shape((rows, out_width), &mut next[..rows * out_width])
-                            .expect("hidden_b too small");
-                    general_mat_mul(F::one(), &prev, &layer.weight, F::zero(), &mut h);
-                    self.bias_activation(&mut h, layer);
-                    std::mem::swap(&mut cur, &mut next);
-                    width = out_width;
-                }
-                let cur: &[F] = cur;
-                ArrayView2::from_shape((rows, width), &cur[..rows * width])
-                    .expect("hidden scratch too small")
-            }
+        let Some((first, rest)) = hidden.split_first() else {
+            self.last_layer(input, None, out);
+            return;
         };
-
-        general_mat_mul(F::one(), &last_input, &last.weight, F::zero(), &mut out);
-        for mut row in out.rows_mut() {
-            row += &last.bias;
+        let act = Some(self.activation);
+        let mut cur: &mut [F] = hidden_a;
+        let mut next: &mut [F] = hidden_b;
+        let mut width = first.outputs();
+        match input.as_slice() {
+            Some(x) => first.block_into(x, rows, &mut cur[..rows * width], act),
+            // A strided input: row by row, the same sums.
+            None => {
+                for (r, h) in cur[..rows * width].chunks_exact_mut(width).enumerate() {
+                    first.point(|j| input[[r, j]], h, act);
+                }
+            }
         }
+        for layer in rest {
+            let out_width = layer.outputs();
+            layer.block_into(
+                &cur[..rows * width],
+                rows,
+                &mut next[..rows * out_width],
+                act,
+            );
+            std::mem::swap(&mut cur, &mut next);
+            width = out_width;
+        }
+        self.last_layer(input, Some(&cur[..rows * width]), out);
     }
 
-    /// `h = act(h + bias)` in one pass over the hidden matrix `h` (row-major, contiguous).
-    #[inline]
-    fn bias_activation(&self, h: &mut ArrayViewMut2<'_, F>, layer: &Dense<F>) {
-        let act = self.activation;
-        let bias = layer.bias.as_slice().expect("bias is contiguous");
-        let width = bias.len();
-        let data = h.as_slice_mut().expect("hidden scratch is contiguous");
-        for row in data.chunks_exact_mut(width) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v = act.apply(*v + b);
+    /// The last (linear) layer of [`Mlp::forward_block`], from the last hidden activations
+    /// (row-major) or, with no hidden layer, from the input itself.
+    fn last_layer(
+        &self,
+        input: ArrayView2<'_, F>,
+        last_hidden: Option<&[F]>,
+        mut out: ArrayViewMut2<'_, F>,
+    ) {
+        let last = &self.layers[self.layers.len() - 1];
+        let rows = input.nrows();
+        let k = last.inputs();
+        let x = last_hidden.or_else(|| input.to_slice());
+        if let (Some(x), Some(out)) = (x, out.as_slice_mut()) {
+            last.block_into(x, rows, out, None);
+            return;
+        }
+        // A strided input or output: row by row, a window of outputs at a time in stack
+        // memory, the same sums.
+        let n = last.outputs();
+        let mut buf = [F::zero(); ROW_WINDOW];
+        for (r, mut out_row) in out.rows_mut().into_iter().enumerate() {
+            for start in (0..n).step_by(ROW_WINDOW) {
+                let window = &mut buf[..ROW_WINDOW.min(n - start)];
+                match last_hidden {
+                    Some(h) => last.row_into(|j| h[r * k + j], start, window),
+                    None => last.row_into(|j| input[[r, j]], start, window),
+                }
+                for (o, &v) in out_row.iter_mut().skip(start).zip(window.iter()) {
+                    *o = v;
+                }
             }
         }
     }
@@ -368,6 +829,15 @@ impl<F: Float> Mlp<F> {
         &cur[..width]
     }
 
+    /// Output units `first..first + out.len()` of the network for one point, into `out`,
+    /// given the input of the last layer as `last_input(j)` (the slice
+    /// [`Mlp::hidden_point`] returned, or with no hidden layers the network's input). The
+    /// same values as [`Mlp::output_unit_with`], a window of units at a time.
+    #[inline]
+    pub fn output_point(&self, last_input: impl Fn(usize) -> F, first: usize, out: &mut [F]) {
+        self.layers[self.layers.len() - 1].row_into(last_input, first, out);
+    }
+
     /// Output unit `k` of the network for one point, from the last hidden activation
     /// returned by [`Mlp::hidden_point`]: `bias[k] + Σ_j last_hidden[j]·weight[j, k]`.
     #[inline]
@@ -380,12 +850,9 @@ impl<F: Float> Mlp<F> {
     /// network's input itself.
     #[inline]
     pub fn output_unit_with(&self, last_input: impl Fn(usize) -> F, k: usize) -> F {
-        let last = &self.layers[self.layers.len() - 1];
-        let mut acc = last.bias[k];
-        for (j, &w) in last.weight.column(k).iter().enumerate() {
-            acc += last_input(j) * w;
-        }
-        acc
+        let mut out = [F::zero()];
+        self.output_point(last_input, k, &mut out);
+        out[0]
     }
 
     /// The number of learnable parameters: every weight and bias of every layer.
@@ -450,7 +917,7 @@ impl<F: Float> Mlp<F> {
     pub fn forward_block_tape(
         &self,
         input: ArrayView2<'_, F>,
-        mut out: ArrayViewMut2<'_, F>,
+        out: ArrayViewMut2<'_, F>,
         tape: &mut MlpTape<'_, F>,
     ) {
         let rows = input.nrows();
@@ -476,48 +943,32 @@ impl<F: Float> Mlp<F> {
             .layers
             .split_last()
             .expect("an MLP has at least one layer");
+        // The same choice of kernel as `forward_block`, so both give the same outputs.
         let mut offset = 0;
         for (l, layer) in hidden.iter().enumerate() {
             let width = layer.outputs();
             let len = rows * width;
             let (done, rest) = tape.post.split_at_mut(offset);
             let pre = &mut tape.pre[offset..offset + len];
-            {
-                let mut z =
-                    ArrayViewMut2::from_shape((rows, width), &mut *pre).expect("tape sized above");
-                if l == 0 {
-                    general_mat_mul(F::one(), &input, &layer.weight, F::zero(), &mut z);
-                } else {
-                    let prev_width = layer.inputs();
-                    let prev = &done[offset - rows * prev_width..];
-                    let prev =
-                        ArrayView2::from_shape((rows, prev_width), prev).expect("tape sized above");
-                    general_mat_mul(F::one(), &prev, &layer.weight, F::zero(), &mut z);
+            // The kernels of `forward_block`, without the activation: the same values.
+            if l > 0 {
+                let prev = &done[offset - rows * layer.inputs()..];
+                layer.block_into(prev, rows, pre, None);
+            } else if let Some(x) = input.to_slice() {
+                layer.block_into(x, rows, pre, None);
+            } else {
+                for (r, z) in pre.chunks_exact_mut(width).enumerate() {
+                    layer.row_into(|j| input[[r, j]], 0, z);
                 }
             }
-            let bias = layer.bias.as_slice().expect("bias is contiguous");
-            for (z_row, a_row) in pre
-                .chunks_exact_mut(width)
-                .zip(rest[..len].chunks_exact_mut(width))
-            {
-                for ((z, a), &b) in z_row.iter_mut().zip(a_row).zip(bias) {
-                    *z += b;
-                    *a = act.apply(*z);
-                }
-            }
+            let post = &mut rest[..len];
+            post.copy_from_slice(pre);
+            act.apply_slice(post);
             offset += len;
         }
-        if hidden.is_empty() {
-            general_mat_mul(F::one(), &input, &last.weight, F::zero(), &mut out);
-        } else {
-            let width = last.inputs();
-            let prev = &tape.post[offset - rows * width..offset];
-            let prev = ArrayView2::from_shape((rows, width), prev).expect("tape sized above");
-            general_mat_mul(F::one(), &prev, &last.weight, F::zero(), &mut out);
-        }
-        for mut row in out.rows_mut() {
-            row += &last.bias;
-        }
+        let last_hidden =
+            (!hidden.is_empty()).then(|| &tape.post[offset - rows * last.inputs()..offset]);
+        self.last_layer(input, last_hidden, out);
     }
 
     /// Reverse mode through [`Mlp::forward_block_tape`]: given the same `input`, the
@@ -636,7 +1087,7 @@ pub struct MlpTape<'a, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Array2;
+    use ndarray::{Array2, ShapeBuilder};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -819,6 +1270,164 @@ mod tests {
         net.forward_block(strided, out.view_mut(), &mut a, &mut b);
         let contiguous = strided.to_owned();
         assert_eq!(out, batch(&net, &contiguous));
+    }
+
+    #[test]
+    fn batch_forward_accepts_strided_output() {
+        let mut r = rng(4);
+        for hidden in HIDDEN {
+            let mut net: Mlp<f64> = Mlp::new(3, hidden, 5, Activation::Elu, &mut r);
+            randomise(&mut net, &mut r);
+            for rows in [2, 9] {
+                let x = random_input(rows, 3, &mut r);
+                let mut wide = Array2::from_elem((rows, 10), f64::NAN);
+                let mut fortran = Array2::from_elem((rows, 5).f(), f64::NAN);
+                let (mut a, mut b) = (vec![0.0; 11 * rows], vec![0.0; 11 * rows]);
+                let strided = wide.slice_mut(ndarray::s![.., ..;2]);
+                net.forward_block(x.view(), strided, &mut a, &mut b);
+                net.forward_block(x.view(), fortran.view_mut(), &mut a, &mut b);
+                let expected = batch(&net, &x);
+                assert_eq!(wide.slice(ndarray::s![.., ..;2]), expected, "{hidden:?}");
+                assert!(
+                    wide.slice(ndarray::s![.., 1..;2])
+                        .iter()
+                        .all(|v| v.is_nan())
+                );
+                assert_eq!(fortran, expected, "{hidden:?}");
+            }
+        }
+    }
+
+    /// `x·w + b` with `x` rows × k, in f64 from the values as given.
+    fn naive_dense<F: Float>(layer: &Dense<F>, x: &[F], rows: usize) -> Vec<f64> {
+        let (k, n) = (layer.inputs(), layer.outputs());
+        let mut out = vec![0.0; rows * n];
+        for i in 0..rows {
+            for o in 0..n {
+                let mut s = layer.bias[o].to_f64_lossless();
+                for j in 0..k {
+                    s += x[i * k + j].to_f64_lossless() * layer.weight[[j, o]].to_f64_lossless();
+                }
+                out[i * n + o] = s;
+            }
+        }
+        out
+    }
+
+    /// The block kernel on every shape that exercises its edges (rows not a multiple of the
+    /// tile, outputs narrower than a vector or not a multiple of it, inputs longer than a
+    /// panel), in f32 and f64: close to the exact products, and bit for bit equal to the
+    /// point kernel row by row (any window of outputs) whatever the block.
+    fn dense_kernel_matches<F: Float>(tol: f64) {
+        let mut r = rng(11);
+        for k in [1, 3, 8, 64, 131, 300] {
+            for n in [1, 2, 3, 5, 8, 9, 16, 17, 33, 64] {
+                let mut layer = Dense::<F>::zeros(k, n);
+                layer
+                    .weight
+                    .mapv_inplace(|_| F::of(r.random_range(-1.0..1.0)));
+                layer
+                    .bias
+                    .mapv_inplace(|_| F::of(r.random_range(-1.0..1.0)));
+                for rows in [1, 3, 4, 5, 7, 8, 9, 13, 64] {
+                    let x: Vec<F> = (0..rows * k)
+                        .map(|_| F::of(r.random_range(-2.0..2.0)))
+                        .collect();
+                    let mut c = vec![F::nan(); rows * n];
+                    layer.block_into(&x, rows, &mut c, None);
+                    let exact = naive_dense(&layer, &x, rows);
+                    for (got, e) in c.iter().zip(&exact) {
+                        let bound = tol * (1.0 + e.abs()) * (k as f64).sqrt();
+                        assert!(
+                            (got.to_f64_lossless() - e).abs() <= bound,
+                            "k {k} n {n} rows {rows}: {got} vs {e}"
+                        );
+                    }
+                    for (i, row) in c.chunks_exact(n).enumerate() {
+                        let mut point = vec![F::nan(); n];
+                        layer.point(|j| x[i * k + j], &mut point, None);
+                        assert_eq!(row, &point[..], "k {k} n {n} rows {rows} row {i}");
+                        if n > 2 {
+                            let mut window = [F::nan(); 2];
+                            layer.row_into(|j| x[i * k + j], 1, &mut window);
+                            assert_eq!(window, [row[1], row[2]]);
+                        }
+                    }
+                    let mut relu = vec![F::nan(); rows * n];
+                    layer.block_into(&x, rows, &mut relu, Some(Activation::Relu));
+                    for (a, &v) in relu.iter().zip(&c) {
+                        assert_eq!(*a, Activation::Relu.apply(v));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The portable tiles (no FMA; what processors without AVX2 and FMA run) against the
+    /// portable row kernel: the same sums, bit for bit.
+    #[test]
+    fn portable_tiles_equal_the_portable_row_kernel() {
+        let mut r = rng(13);
+        for (k, n, rows) in [(1, 64, 9), (8, 16, 13), (64, 2, 21), (200, 33, 6)] {
+            let w: Vec<f32> = (0..k * n).map(|_| r.random_range(-1.0..1.0)).collect();
+            let bias: Vec<f32> = (0..n).map(|_| r.random_range(-1.0..1.0)).collect();
+            let a: Vec<f32> = (0..rows * k).map(|_| r.random_range(-2.0..2.0)).collect();
+            let block = Block {
+                w: &w,
+                bias: &bias,
+                k,
+                n,
+                a: &a,
+                rows,
+            };
+            let mut c = vec![f32::NAN; rows * n];
+            block.columns::<16, 8>(&mut c, &|v| v, Kernel::Plain);
+            for (x, c) in a.chunks_exact(k).zip(c.chunks_exact(n)) {
+                let mut row = vec![0.0; n];
+                accumulate_with::<f32, false>(&mut row, |j| x[j], k, &w, n);
+                for (o, b) in row.iter_mut().zip(&bias) {
+                    *o += b;
+                }
+                assert_eq!(c, &row[..], "k {k} n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn dense_kernel_matches_exact_products_and_the_point_kernel() {
+        dense_kernel_matches::<f64>(1e-14);
+        dense_kernel_matches::<f32>(1e-6);
+    }
+
+    #[test]
+    fn point_path_equals_batch_bit_for_bit() {
+        let mut r = rng(12);
+        for hidden in HIDDEN {
+            for act in ACTIVATIONS {
+                let mut net: Mlp<f32> = Mlp::new(5, hidden, 7, act, &mut r);
+                for layer in &mut net.layers {
+                    layer.weight.mapv_inplace(|_| r.random_range(-0.5..0.5));
+                    layer.bias.mapv_inplace(|_| r.random_range(-0.5..0.5));
+                }
+                let x = Array2::from_shape_simple_fn((37, 5), || r.random_range(-2.0f32..2.0));
+                let mut out = Array2::zeros((37, 7));
+                let mut a = vec![0.0; 37 * net.max_hidden()];
+                let mut b = vec![0.0; net.hidden_b_len(37)];
+                net.forward_block(x.view(), out.view_mut(), &mut a, &mut b);
+                let mut scratch = vec![f32::NAN; net.point_scratch()];
+                for (i, row) in x.rows().into_iter().enumerate() {
+                    let input = |j: usize| row[j];
+                    let h = net.hidden_point(input, &mut scratch);
+                    let mut o = [f32::NAN; 7];
+                    if hidden.is_empty() {
+                        net.output_point(input, 0, &mut o);
+                    } else {
+                        net.output_point(|j| h[j], 0, &mut o);
+                    }
+                    assert_eq!(o[..], out.row(i).to_vec()[..], "{hidden:?} {act:?} row {i}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -1035,11 +1644,13 @@ mod tests {
             for act in ACTIVATIONS {
                 let mut net: Mlp<f64> = Mlp::new(4, hidden, 6, act, &mut r);
                 randomise(&mut net, &mut r);
-                let x = random_input(13, 4, &mut r);
-                let (out, pre, post) = tape_forward(&net, &x);
-                assert_eq!(out, batch(&net, &x), "{hidden:?} {act:?}");
-                for (z, a) in pre.iter().zip(&post) {
-                    assert_eq!(*a, act.apply(*z));
+                for rows in [1, 3, 13] {
+                    let x = random_input(rows, 4, &mut r);
+                    let (out, pre, post) = tape_forward(&net, &x);
+                    assert_eq!(out, batch(&net, &x), "{hidden:?} {act:?} {rows} rows");
+                    for (z, a) in pre.iter().zip(&post) {
+                        assert_eq!(*a, act.apply(*z));
+                    }
                 }
             }
         }
