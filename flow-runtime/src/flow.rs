@@ -13,6 +13,93 @@ use crate::workspace::Workspace;
 /// Rows per block: the chain runs one block at a time so intermediates stay in cache.
 pub const BLOCK_ROWS: usize = 256;
 
+/// The smallest block a batch is split into so that two threads can share it.
+pub const MIN_SPLIT_ROWS: usize = 64;
+
+/// Rows per block for a batch of `n` rows: [`BLOCK_ROWS`], or for a batch of fewer than
+/// two full blocks, about half of it (a multiple of 8, at least [`MIN_SPLIT_ROWS`]) so that
+/// two threads can share it. Depends on `n` alone, never on the number of threads: the
+/// blocks, and so the results, are the same whether they run on one thread or many.
+pub fn block_rows(n: usize) -> usize {
+    if n >= 2 * BLOCK_ROWS {
+        BLOCK_ROWS
+    } else {
+        n.div_ceil(2).next_multiple_of(8).max(MIN_SPLIT_ROWS)
+    }
+}
+
+/// Views that a batch is cut into row blocks through (a tuple of views is cut row-wise
+/// at the same place).
+pub trait SplitRows: Sized + Send {
+    /// The first `mid` rows and the rest.
+    fn split_rows(self, mid: usize) -> (Self, Self);
+}
+
+impl<F: Float> SplitRows for ArrayViewMut2<'_, F> {
+    fn split_rows(self, mid: usize) -> (Self, Self) {
+        self.split_at(Axis(0), mid)
+    }
+}
+
+impl<F: Float> SplitRows for ArrayView2<'_, F> {
+    fn split_rows(self, mid: usize) -> (Self, Self) {
+        self.split_at(Axis(0), mid)
+    }
+}
+
+impl<F: Float> SplitRows for ArrayViewMut1<'_, F> {
+    fn split_rows(self, mid: usize) -> (Self, Self) {
+        self.split_at(Axis(0), mid)
+    }
+}
+
+impl<A: SplitRows, B: SplitRows> SplitRows for (A, B) {
+    fn split_rows(self, mid: usize) -> (Self, Self) {
+        let (a0, a1) = self.0.split_rows(mid);
+        let (b0, b1) = self.1.split_rows(mid);
+        ((a0, b0), (a1, b1))
+    }
+}
+
+/// Runs `f` on each block of [`block_rows`]`(rows)` rows of `parts` (a batch of `rows`
+/// rows), on the threads of rayon's pool when there are at least two blocks and two
+/// threads, else in order on this thread. The blocks are the same either way and each is
+/// computed independently, so the results do not depend on the number of threads.
+pub fn for_each_block<P: SplitRows>(parts: P, rows: usize, f: &(impl Fn(P) + Sync)) {
+    if rows == 0 {
+        return;
+    }
+    let block = block_rows(rows);
+    if rows > block && rayon::current_num_threads() > 1 {
+        split_in_parallel(parts, rows, block, f);
+    } else {
+        let mut rest = parts;
+        let mut left = rows;
+        while left > block {
+            let (head, tail) = rest.split_rows(block);
+            f(head);
+            rest = tail;
+            left -= block;
+        }
+        f(rest);
+    }
+}
+
+/// Halves `parts` at a block boundary until one block is left, the halves in parallel.
+fn split_in_parallel<P: SplitRows>(parts: P, rows: usize, block: usize, f: &(impl Fn(P) + Sync)) {
+    let blocks = rows.div_ceil(block);
+    if blocks <= 1 {
+        f(parts);
+        return;
+    }
+    let mid = blocks / 2 * block;
+    let (head, tail) = parts.split_rows(mid);
+    rayon::join(
+        || split_in_parallel(head, mid, block, f),
+        || split_in_parallel(tail, rows - mid, block, f),
+    );
+}
+
 /// A normalizing flow: a base distribution pushed through a chain of bijections, listed
 /// from the base to the data. Implemented by every type the `flow!` macro generates.
 pub trait Flow<F: Float>: Send + Sync {
@@ -55,16 +142,14 @@ pub trait Flow<F: Float>: Send + Sync {
         self.forward_and_log_det(z).map(|(x, _)| x)
     }
 
-    /// The forward pass over a whole batch in place, block by block (unchecked).
-    fn forward_in_place(&self, mut x: ArrayViewMut2<'_, F>, mut log_det: ArrayViewMut1<'_, F>) {
-        F::with_scratch(|scratch| {
-            for (xb, lb) in x
-                .axis_chunks_iter_mut(Axis(0), BLOCK_ROWS)
-                .zip(log_det.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS))
-            {
-                self.forward_block(xb, lb, &mut scratch.layers);
-            }
-        })
+    /// The forward pass over a whole batch in place, block by block (unchecked); large
+    /// batches run on rayon's threads (see [`for_each_block`]).
+    fn forward_in_place(&self, x: ArrayViewMut2<'_, F>, log_det: ArrayViewMut1<'_, F>) {
+        assert_eq!(x.nrows(), log_det.len(), "one log-det per row");
+        let rows = x.nrows();
+        for_each_block((x, log_det), rows, &|(xb, lb)| {
+            F::with_scratch(|scratch| self.forward_block(xb, lb, &mut scratch.layers))
+        });
     }
 
     /// Draws `n` points from the flow.
@@ -80,16 +165,26 @@ pub trait Flow<F: Float>: Send + Sync {
     where
         Self: Sized,
     {
-        let mut x = Array2::zeros((n, self.dim()));
-        let mut log_prob = Array1::zeros(n);
-        for (mut row, lp) in x.axis_iter_mut(Axis(0)).zip(log_prob.iter_mut()) {
-            let row = row.as_slice_mut().expect("fresh arrays are contiguous");
+        let d = self.dim();
+        let mut x = Array2::zeros((n, d));
+        // The base draws come in order from the one generator; the rest runs in parallel.
+        let data = x.as_slice_mut().expect("fresh arrays are contiguous");
+        for row in data.chunks_exact_mut(d.max(1)) {
             self.base().sample_point(row, rng);
-            *lp = self.base().log_prob_point(row);
         }
+        let mut log_prob = Array1::zeros(n);
         let mut log_det = Array1::zeros(n);
-        self.forward_in_place(x.view_mut(), log_det.view_mut());
-        log_prob -= &log_det;
+        let parts = (x.view_mut(), (log_prob.view_mut(), log_det.view_mut()));
+        for_each_block(parts, n, &|(mut xb, (mut pb, mut lb))| {
+            for (row, lp) in xb.rows().into_iter().zip(pb.iter_mut()) {
+                let row = row.to_slice().expect("fresh arrays are contiguous");
+                *lp = self.base().log_prob_point(row);
+            }
+            F::with_scratch(|scratch| {
+                self.forward_block(xb.view_mut(), lb.view_mut(), &mut scratch.layers)
+            });
+            pb -= &lb;
+        });
         (x, log_prob)
     }
 }
@@ -127,18 +222,16 @@ pub trait Density<F: Float>: Flow<F> {
         self.inverse_and_log_det(x).map(|(z, _)| z)
     }
 
-    /// The inverse pass over a whole batch in place, block by block (unchecked).
-    fn inverse_in_place(&self, mut y: ArrayViewMut2<'_, F>, mut log_det: ArrayViewMut1<'_, F>) {
-        F::with_scratch(|scratch| {
-            for (yb, lb) in y
-                .axis_chunks_iter_mut(Axis(0), BLOCK_ROWS)
-                .zip(log_det.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS))
-            {
-                self.inverse_block(yb, lb, &mut scratch.layers);
-            }
+    /// The inverse pass over a whole batch in place, block by block (unchecked); large
+    /// batches run on rayon's threads (see [`for_each_block`]).
+    fn inverse_in_place(&self, y: ArrayViewMut2<'_, F>, log_det: ArrayViewMut1<'_, F>) {
+        assert_eq!(y.nrows(), log_det.len(), "one log-det per row");
+        let rows = y.nrows();
+        for_each_block((y, log_det), rows, &|(yb, mut lb)| {
+            F::with_scratch(|scratch| self.inverse_block(yb, lb.view_mut(), &mut scratch.layers));
+            // A row that left some layer's domain may carry NaN past that layer: it is -inf.
+            lb.mapv_inplace(finite_or_minus_infinity);
         });
-        // A row that left some layer's domain may carry NaN past that layer: it is -inf.
-        log_det.mapv_inplace(finite_or_minus_infinity);
     }
 
     /// `log p(x)` of each row: finite inside the flow's support, `-inf` outside it, never
@@ -147,14 +240,14 @@ pub trait Density<F: Float>: Flow<F> {
         let d = self.dim();
         check_batch(x, d)?;
         let mut out = Array1::zeros(x.nrows());
-        F::with_scratch(|scratch| {
-            for (xb, mut ob) in x
-                .axis_chunks_iter(Axis(0), BLOCK_ROWS)
-                .zip(out.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS))
-            {
+        for_each_block((x, out.view_mut()), x.nrows(), &|(xb, mut ob)| {
+            F::with_scratch(|scratch| {
                 let rows = xb.nrows();
                 scratch.rows.clear();
-                scratch.rows.extend(xb.iter().copied());
+                match xb.to_slice() {
+                    Some(rows) => scratch.rows.extend_from_slice(rows),
+                    None => scratch.rows.extend(xb.iter().copied()),
+                }
                 let mut block = ArrayViewMut2::from_shape((rows, d), &mut scratch.rows[..])
                     .expect("block buffer has rows × dim elements");
                 ob.fill(F::zero());
@@ -163,7 +256,7 @@ pub trait Density<F: Float>: Flow<F> {
                     let z = z.to_slice().expect("block rows are contiguous");
                     *lp = finite_or_minus_infinity(*lp + self.base().log_prob_point(z));
                 }
-            }
+            })
         });
         Ok(out)
     }
@@ -208,5 +301,200 @@ pub fn check_point<F: Float>(x: &[F]) -> Result<(), FlowError> {
             value: x[col].to_f64_lossless(),
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::StandardNormal;
+    use crate::layers::{Activation, Coupling, CouplingTransform, Mask};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    /// Two affine couplings with random conditioners, written by hand as `flow!` would.
+    struct TwoCouplings<F> {
+        dim: usize,
+        layers: [Coupling<F>; 2],
+    }
+
+    impl<F: Float> TwoCouplings<F> {
+        fn new(dim: usize, seed: u64) -> Self {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut make = |mask| {
+                let mut c = Coupling::new(
+                    dim,
+                    mask,
+                    CouplingTransform::Affine,
+                    &[16, 16],
+                    Activation::Tanh,
+                    &mut rng,
+                );
+                c.net.randomize_output_layer(&mut rng);
+                c
+            };
+            let layers = [make(Mask::Even), make(Mask::Odd)];
+            Self { dim, layers }
+        }
+    }
+
+    impl<F: Float> Flow<F> for TwoCouplings<F> {
+        type Base = StandardNormal;
+        fn dim(&self) -> usize {
+            self.dim
+        }
+        fn base(&self) -> &StandardNormal {
+            &StandardNormal
+        }
+        fn layers(&self) -> Vec<&dyn Layer<F>> {
+            self.layers.iter().map(|l| l as &dyn Layer<F>).collect()
+        }
+        fn forward_block(
+            &self,
+            mut x: ArrayViewMut2<'_, F>,
+            mut log_det: ArrayViewMut1<'_, F>,
+            ws: &mut Workspace<F>,
+        ) {
+            for l in &self.layers {
+                l.forward_block(x.view_mut(), log_det.view_mut(), ws);
+            }
+        }
+    }
+
+    impl<F: Float> Density<F> for TwoCouplings<F> {
+        fn inverse_block(
+            &self,
+            mut y: ArrayViewMut2<'_, F>,
+            mut log_det: ArrayViewMut1<'_, F>,
+            ws: &mut Workspace<F>,
+        ) {
+            for l in self.layers.iter().rev() {
+                l.inverse_block(y.view_mut(), log_det.view_mut(), ws);
+            }
+        }
+    }
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool")
+    }
+
+    /// Every batch method on `n` rows, in a pool of `threads` threads.
+    #[allow(clippy::type_complexity)]
+    fn everything(
+        flow: &TwoCouplings<f32>,
+        n: usize,
+        threads: usize,
+    ) -> (
+        Array1<f32>,
+        Array2<f32>,
+        Array1<f32>,
+        Array2<f32>,
+        Array1<f32>,
+    ) {
+        pool(threads).install(|| {
+            let (x, lp) = flow.sample_and_log_prob(n, &mut StdRng::seed_from_u64(n as u64));
+            let density = flow.log_prob(x.view()).expect("finite rows");
+            let (z, inv_ld) = flow.inverse_and_log_det(x.view()).expect("finite rows");
+            (lp, x, density, z, inv_ld)
+        })
+    }
+
+    #[test]
+    fn block_rows_split_small_batches_in_two() {
+        assert_eq!(block_rows(1), MIN_SPLIT_ROWS);
+        assert_eq!(block_rows(100), MIN_SPLIT_ROWS);
+        assert_eq!(block_rows(256), 128);
+        assert_eq!(block_rows(300), 152);
+        assert_eq!(block_rows(511), 256);
+        assert_eq!(block_rows(512), BLOCK_ROWS);
+        assert_eq!(block_rows(1 << 20), BLOCK_ROWS);
+        for n in 1..2000 {
+            let b = block_rows(n);
+            assert!(b.is_multiple_of(8) && b <= BLOCK_ROWS, "{n}");
+            assert!(n >= 2 * BLOCK_ROWS || n.div_ceil(b) <= 2, "{n}");
+        }
+    }
+
+    #[test]
+    fn for_each_block_visits_every_row_once_in_blocks() {
+        for threads in [1, 3] {
+            for n in [0, 1, 63, 64, 65, 256, 300, 511, 512, 1000, 4097] {
+                let mut seen = Array1::<f32>::zeros(n);
+                let mut sizes = Array1::<f32>::zeros(n);
+                pool(threads).install(|| {
+                    for_each_block((seen.view_mut(), sizes.view_mut()), n, &|(mut s, mut z)| {
+                        let rows = s.len() as f32;
+                        s.mapv_inplace(|v| v + 1.0);
+                        z.fill(rows);
+                    })
+                });
+                assert!(
+                    seen.iter().all(|&v| v == 1.0),
+                    "{threads} threads, {n} rows"
+                );
+                let b = block_rows(n);
+                for (i, &size) in sizes.iter().enumerate() {
+                    let expected = b.min(n - i / b * b);
+                    assert_eq!(
+                        size as usize, expected,
+                        "{threads} threads, {n} rows, row {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_blocks_give_the_sequential_results_bit_for_bit() {
+        for dim in [2, 5] {
+            let flow = TwoCouplings::<f32>::new(dim, 7);
+            for n in [0, 1, 7, 100, 256, 300, 1000, 3000] {
+                let one = everything(&flow, n, 1);
+                for threads in [2, 4] {
+                    let many = everything(&flow, n, threads);
+                    assert_eq!(one, many, "dim {dim}, {n} rows, {threads} threads");
+                }
+                let (lp, x, density, z, inv_ld) = one;
+                // And they are the per-block computations, block by block, by hand.
+                let block = block_rows(n);
+                let mut ws = Workspace::default();
+                for start in (0..n).step_by(block) {
+                    let end = (start + block).min(n);
+                    let mut zb = x.slice(ndarray::s![start..end, ..]).to_owned();
+                    let mut ld = Array1::zeros(end - start);
+                    flow.inverse_block(zb.view_mut(), ld.view_mut(), &mut ws);
+                    assert_eq!(zb, z.slice(ndarray::s![start..end, ..]));
+                    assert_eq!(ld, inv_ld.slice(ndarray::s![start..end]));
+                    for (i, row) in zb.rows().into_iter().enumerate() {
+                        let base = flow.base().log_prob_point(row.as_slice().unwrap());
+                        assert_eq!(density[start + i], ld[i] + base);
+                    }
+                }
+                for (a, b) in lp.iter().zip(&density) {
+                    assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_does_not_depend_on_the_number_of_threads_in_f64() {
+        let flow = TwoCouplings::<f64>::new(3, 11);
+        let draw = |threads| {
+            pool(threads).install(|| flow.sample_and_log_prob(2000, &mut StdRng::seed_from_u64(5)))
+        };
+        assert_eq!(draw(1), draw(2));
+        // The base draws are the generator's, in order, then pushed forward.
+        let (x, lp) = draw(2);
+        let mut rng = StdRng::seed_from_u64(5);
+        let z = Array2::from_shape_simple_fn((2000, 3), || f64::standard_normal(&mut rng));
+        let (x_seq, ld) = pool(1).install(|| flow.forward_and_log_det(z.view()).unwrap());
+        assert_eq!(x, x_seq);
+        for ((row, &l), &p) in z.rows().into_iter().zip(&ld).zip(&lp) {
+            assert_eq!(p, flow.base().log_prob_point(row.as_slice().unwrap()) - l);
+        }
     }
 }
