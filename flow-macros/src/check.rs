@@ -52,9 +52,11 @@ impl DimRule {
     }
 }
 
-/// Checks a lowered flow. `complete` is false when lowering dropped layers; the chain-wide
-/// support rule is then skipped so that no follow-on error is reported.
-pub fn check(flow: &Flow, complete: bool) -> Result<Checked, Vec<Error>> {
+/// Checks a lowered flow. `unknown_support_at` lists the positions in `flow.layers` where
+/// lowering dropped something (see `Lowered`): the support entering there is unknown, and
+/// the support rule skips unknown coordinates until a layer gives them a known support
+/// again, so that every real support error is reported and no follow-on one.
+pub fn check(flow: &Flow, unknown_support_at: &[usize]) -> Result<Checked, Vec<Error>> {
     let mut errors = Vec::new();
     let mut dim_rules = Vec::new();
     let known = flow.dim.known();
@@ -74,11 +76,7 @@ pub fn check(flow: &Flow, complete: bool) -> Result<Checked, Vec<Error>> {
     if !matches!(flow.dim, Dim::Generic(_)) {
         dim_rules.clear();
     }
-    let final_support = if complete {
-        track_supports(flow, &mut errors)
-    } else {
-        None
-    };
+    let final_support = track_supports(flow, unknown_support_at, &mut errors);
     match final_support {
         Some(final_support) if errors.is_empty() => Ok(Checked {
             final_support,
@@ -205,12 +203,19 @@ fn check_coupling(
     }
 }
 
-/// The supports of the coordinates at one point of the chain, each with the name of the
-/// layer (or base) that produced it, for messages.
+/// A coordinate's support at one point of the chain (`None`: unknown, after something
+/// that could not be read), with the name of the layer (or base) that produced it.
+type Coord = (Option<Support>, &'static str);
+
+/// The supports of the coordinates at one point of the chain.
 enum Coordinates {
-    Known(Vec<(Support, &'static str)>),
-    /// For a generic `dim`: the set of supports some coordinate may have.
-    Generic(BTreeSet<(SupportKey, &'static str)>),
+    Known(Vec<Coord>),
+    /// For a generic `dim`: the set of supports some coordinate may have, and whether some
+    /// coordinate's support may be unknown.
+    Generic {
+        set: BTreeSet<(SupportKey, &'static str)>,
+        unknown: bool,
+    },
 }
 
 type SupportKey = u8;
@@ -219,42 +224,88 @@ fn key(s: Support) -> SupportKey {
     s as u8
 }
 
+const ALL_SUPPORTS: [Support; 4] = [
+    Support::Real,
+    Support::UnitInterval,
+    Support::Symmetric,
+    Support::Positive,
+];
+
 fn unkey(k: SupportKey) -> Support {
-    [
-        Support::Real,
-        Support::UnitInterval,
-        Support::Symmetric,
-        Support::Positive,
-    ][k as usize]
+    ALL_SUPPORTS[k as usize]
 }
 
-fn track_supports(flow: &Flow, errors: &mut Vec<Error>) -> Option<FinalSupport> {
+/// The support an elementwise layer gives whatever it receives (`sigmoid` → (0, 1)), or
+/// `None` when its output depends on its input (`scale(0.5)`): what follows an unknown
+/// support.
+fn settled_image(kind: &LayerKind) -> Option<Support> {
+    let mut images = ALL_SUPPORTS
+        .into_iter()
+        .filter(|s| s.within(kind.domain()))
+        .map(|s| kind.image(s));
+    let first = images.next()?;
+    images.all(|i| i == first).then_some(first)
+}
+
+/// The support after an elementwise layer: its image of the input, or of its domain when
+/// the input violates it (already reported), so checking goes on from what it outputs.
+fn image_of(kind: &LayerKind, input: Option<Support>) -> Option<Support> {
+    match input {
+        Some(s) if s.within(kind.domain()) => Some(kind.image(s)),
+        Some(_) => Some(kind.image(kind.domain())),
+        None => settled_image(kind),
+    }
+}
+
+fn track_supports(
+    flow: &Flow,
+    unknown_support_at: &[usize],
+    errors: &mut Vec<Error>,
+) -> Option<FinalSupport> {
     let (start, origin) = match flow.base {
         Base::Normal => (Support::Real, "the normal base"),
         Base::Uniform => (Support::UnitInterval, "the uniform base"),
     };
     let mut coords = match flow.dim.known() {
-        Some(d) => Coordinates::Known(vec![(start, origin); d]),
-        None => Coordinates::Generic([(key(start), origin)].into()),
+        Some(d) => Coordinates::Known(vec![(Some(start), origin); d]),
+        None => Coordinates::Generic {
+            set: [(key(start), origin)].into(),
+            unknown: false,
+        },
     };
-    for layer in &flow.layers {
-        coords = step(coords, layer, errors)?;
-    }
-    Some(match coords {
-        Coordinates::Known(c) => {
-            FinalSupport::PerCoordinate(c.into_iter().map(|(s, _)| s).collect())
+    for i in 0..=flow.layers.len() {
+        if unknown_support_at.contains(&i) {
+            coords = match coords {
+                Coordinates::Known(c) => Coordinates::Known(vec![(None, origin); c.len()]),
+                Coordinates::Generic { .. } => Coordinates::Generic {
+                    set: BTreeSet::new(),
+                    unknown: true,
+                },
+            };
         }
-        Coordinates::Generic(set) => FinalSupport::AllCoordinates(
+        if let Some(layer) = flow.layers.get(i) {
+            coords = step(coords, layer, errors);
+        }
+    }
+    match coords {
+        Coordinates::Known(c) => c
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Option<Vec<_>>>()
+            .map(FinalSupport::PerCoordinate),
+        Coordinates::Generic { unknown: true, .. } => None,
+        Coordinates::Generic { set, .. } => Some(FinalSupport::AllCoordinates(
             set.iter()
                 .map(|&(k, _)| unkey(k))
                 .reduce(Support::join)
                 .unwrap_or(Support::Real),
-        ),
-    })
+        )),
+    }
 }
 
-/// One layer's effect on the supports; an error (and `None`) if its domain is violated.
-fn step(coords: Coordinates, layer: &Layer, errors: &mut Vec<Error>) -> Option<Coordinates> {
+/// One layer's effect on the supports; an error if its domain is violated, after which
+/// checking goes on from the layer's output.
+fn step(coords: Coordinates, layer: &Layer, errors: &mut Vec<Error>) -> Coordinates {
     let name = layer.kind.name();
     match (coords, &layer.kind) {
         (Coordinates::Known(c), LayerKind::Permute(spec)) => {
@@ -272,29 +323,29 @@ fn step(coords: Coordinates, layer: &Layer, errors: &mut Vec<Error>) -> Option<C
                 let join = c
                     .iter()
                     .map(|&(s, _)| s)
-                    .reduce(Support::join)
-                    .unwrap_or(Support::Real);
-                return Some(Coordinates::Known(vec![(join, name); c.len()]));
+                    .reduce(|a, b| Some(a?.join(b?)))
+                    .flatten();
+                return Coordinates::Known(vec![(join, name); c.len()]);
             }
-            Some(Coordinates::Known(perm.iter().map(|&p| c[p]).collect()))
+            Coordinates::Known(perm.iter().map(|&p| c[p]).collect())
         }
         (Coordinates::Known(c), LayerKind::Coupling(spec)) => {
             let kept = spec.mask.kept(c.len());
-            Some(Coordinates::Known(
+            Coordinates::Known(
                 c.into_iter()
                     .zip(kept)
-                    .map(|(s, k)| if k { s } else { (Support::Real, name) })
+                    .map(|(s, k)| if k { s } else { (Some(Support::Real), name) })
                     .collect(),
-            ))
+            )
         }
-        (Coordinates::Generic(set), LayerKind::Permute(_)) => Some(Coordinates::Generic(set)),
-        (Coordinates::Generic(mut set), LayerKind::Coupling(_)) => {
+        (generic @ Coordinates::Generic { .. }, LayerKind::Permute(_)) => generic,
+        (Coordinates::Generic { mut set, unknown }, LayerKind::Coupling(_)) => {
             set.insert((key(Support::Real), name));
-            Some(Coordinates::Generic(set))
+            Coordinates::Generic { set, unknown }
         }
         (Coordinates::Known(c), kind) => {
             let bad: Vec<usize> = (0..c.len())
-                .filter(|&j| !c[j].0.within(kind.domain()))
+                .filter(|&j| c[j].0.is_some_and(|s| !s.within(kind.domain())))
                 .collect();
             if let Some(&first) = bad.first() {
                 let which = if bad.len() == c.len() {
@@ -311,23 +362,33 @@ fn step(coords: Coordinates, layer: &Layer, errors: &mut Vec<Error>) -> Option<C
                         ),
                     }
                 };
-                errors.push(domain_error(layer, &which, c[first]));
-                return None;
+                let (found, origin) = c[first];
+                let found = found.expect("only known supports violate a domain");
+                errors.push(domain_error(layer, &which, (found, origin)));
             }
-            Some(Coordinates::Known(
-                c.into_iter().map(|(s, _)| (kind.image(s), name)).collect(),
-            ))
+            Coordinates::Known(
+                c.into_iter()
+                    .map(|(s, _)| (image_of(kind, s), name))
+                    .collect(),
+            )
         }
-        (Coordinates::Generic(set), kind) => {
+        (Coordinates::Generic { set, unknown }, kind) => {
             if let Some(&(k, origin)) = set.iter().find(|(k, _)| !unkey(*k).within(kind.domain())) {
                 errors.push(domain_error(layer, "some coordinates", (unkey(k), origin)));
-                return None;
             }
-            Some(Coordinates::Generic(
-                set.into_iter()
-                    .map(|(k, _)| (key(kind.image(unkey(k))), name))
-                    .collect(),
-            ))
+            let mut images: BTreeSet<_> = set
+                .into_iter()
+                .filter_map(|(k, _)| image_of(kind, Some(unkey(k))))
+                .map(|s| (key(s), name))
+                .collect();
+            let settled = if unknown { settled_image(kind) } else { None };
+            if let Some(s) = settled {
+                images.insert((key(s), name));
+            }
+            Coordinates::Generic {
+                set: images,
+                unknown: unknown && settled.is_none(),
+            }
         }
     }
 }
@@ -367,8 +428,71 @@ mod tests {
     fn run(tokens: proc_macro2::TokenStream) -> Result<Checked, Vec<String>> {
         let lowered = lower(&parse(tokens).unwrap());
         assert!(lowered.errors.is_empty(), "lowering: {:?}", lowered.errors);
-        check(&lowered.flow, lowered.complete)
+        check(&lowered.flow, &lowered.unknown_support_at)
             .map_err(|e| e.iter().map(|e| e.to_string()).collect())
+    }
+
+    /// Every message of an invocation, lowering's and checking's, in order.
+    fn all_errors(tokens: proc_macro2::TokenStream) -> Vec<String> {
+        let lowered = lower(&parse(tokens).unwrap());
+        let mut errors = lowered.errors;
+        if let Err(more) = check(&lowered.flow, &lowered.unknown_support_at) {
+            errors.extend(more);
+        }
+        errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn support_tracking_goes_on_after_a_domain_error() {
+        let m = run(quote!(dim = 2; affine; logit; softplus; atanh)).unwrap_err();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].contains("`logit` needs its input in (0, 1)"), "{m:?}");
+        assert!(m[1].contains("`atanh` needs its input in (−1, 1)"), "{m:?}");
+        assert!(m[1].contains("coming from `softplus`"), "{m:?}");
+        // After the error, `logit`'s output is ℝ, so a second `logit` fails too …
+        assert_eq!(
+            run(quote!(dim = 2; affine; logit; logit))
+                .unwrap_err()
+                .len(),
+            2
+        );
+        // … and a layer mapping into the domain again ends the errors.
+        let m = run(quote!(dim = 2; exp; log; log; sigmoid; logit)).unwrap_err();
+        assert_eq!(m.len(), 1, "{m:?}");
+        let m = run(quote!(pub struct S<const D: usize> { dim = D; affine; logit; tanh; log }))
+            .unwrap_err();
+        assert_eq!(m.len(), 2, "{m:?}");
+    }
+
+    #[test]
+    fn support_tracking_resumes_after_an_unknown_layer() {
+        let m = all_errors(quote!(dim = 2; afine; affine; logit));
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].contains("unknown layer `afine`"), "{m:?}");
+        assert!(m[1].contains("`logit` needs its input in (0, 1)"), "{m:?}");
+        assert!(m[1].contains("coming from `affine`"), "{m:?}");
+        // Only the transformed half of a coupling is known again.
+        let m = all_errors(quote!(dim = 2; afine; coupling(mask = even); logit));
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[1].contains("coordinate 1 can lie anywhere in ℝ"), "{m:?}");
+        let m = all_errors(
+            quote!(pub struct S<const D: usize> { dim = D; afine; coupling(mask = even); logit }),
+        );
+        assert_eq!(m.len(), 2, "{m:?}");
+        // Nothing known reaches the `logit`, or what does fits it: no follow-on error.
+        for only_the_typo in [
+            quote!(dim = 2; afine; logit),
+            quote!(dim = 2; sigmoidd; scale(0.5); logit),
+            quote!(dim = 2; afine; sigmoid; logit),
+            quote!(dim = 2; coupling(mask = evn); permute(reverse); log),
+            quote!(dim = 2; repeat(2) { sigmoid; afine }; logit),
+            quote!(pub struct S<const D: usize> { dim = D; afine; shift(1.0); log }),
+            quote!(dim = 2; base = unifrom; logit),
+            quote!(dim = 2; bsae = uniform; logit),
+        ] {
+            let m = all_errors(only_the_typo.clone());
+            assert_eq!(m.len(), 1, "{only_the_typo}: {m:?}");
+        }
     }
 
     #[test]

@@ -9,15 +9,18 @@ use crate::ir::{
     Activation, Base, CouplingSpec, CouplingTransform, Dim, FloatType, Flow, Layer, LayerKind,
     MaskSpec, Num, PermuteSpec,
 };
-use crate::parse::{Arg, Call, FlowSyntax, ItemHeader, Number, Place, Stmt, Value};
+use crate::parse::{Arg, Call, FlowSyntax, ItemHeader, Number, Place, Recovered, Stmt, Value};
 use crate::suggest::did_you_mean;
 use crate::table;
 
 /// The IR of the flow (with the layers that could be read) and the errors found.
-/// `complete` is false when some layer could not be read, so chain-wide rules must wait.
 pub struct Lowered {
     pub flow: Flow,
-    pub complete: bool,
+    /// Positions `i` in `flow.layers` where the support entering `layers[i]` is unknown,
+    /// because something before it could not be read (a layer, or the base; `i` may be
+    /// `layers.len()`). Support tracking restarts there from "unknown", so a typo does not
+    /// hide later support errors, nor cause false ones.
+    pub unknown_support_at: Vec<usize>,
     pub errors: Vec<Error>,
 }
 
@@ -33,15 +36,26 @@ pub fn lower(syntax: &FlowSyntax) -> Lowered {
     let mut settings = Settings::default();
     let mut layers = Vec::new();
     let mut complete = true;
+    let mut unknown_support_at = Vec::new();
     for stmt in &syntax.stmts {
         match stmt {
             Stmt::Setting { key, value } => cx.setting(&mut settings, key, value),
-            Stmt::Call(call) => complete &= cx.layer(call, &mut layers),
+            Stmt::Call(call) => {
+                if !cx.layer(call, &mut layers) {
+                    complete = false;
+                    if unknown_support_at.last() != Some(&layers.len()) {
+                        unknown_support_at.push(layers.len());
+                    }
+                }
+            }
         }
+    }
+    if settings.base_unknown && unknown_support_at.first() != Some(&0) {
+        unknown_support_at.insert(0, 0);
     }
     let dim = match settings.dim {
         Some(dim) => dim,
-        None if settings.dim_written => Dim::Invalid,
+        None if settings.written.contains("dim") => Dim::Invalid,
         None => {
             let span = syntax
                 .header
@@ -63,7 +77,6 @@ pub fn lower(syntax: &FlowSyntax) -> Lowered {
             span,
             "a flow needs at least one layer, e.g. `affine`",
         ));
-        complete = false;
     }
     let flow = Flow {
         header: syntax.header.clone(),
@@ -74,17 +87,43 @@ pub fn lower(syntax: &FlowSyntax) -> Lowered {
     };
     Lowered {
         flow,
-        complete,
+        unknown_support_at,
         errors: cx.errors,
+    }
+}
+
+/// The flow the error stub stands for when the invocation did not parse: its header and
+/// whichever settings could be read (errors in them are dropped: the syntax error is the
+/// one reported), no layers.
+pub fn recover(recovered: &Recovered) -> Flow {
+    let mut cx = Lowering {
+        errors: Vec::new(),
+        header: recovered.header.as_ref(),
+    };
+    let mut settings = Settings::default();
+    for (key, value) in &recovered.settings {
+        cx.setting(&mut settings, key, value);
+    }
+    Flow {
+        header: recovered.header.clone(),
+        dim: settings.dim.unwrap_or(Dim::Invalid),
+        base: settings.base.unwrap_or(Base::Normal),
+        float: settings.float.unwrap_or(FloatType::F32),
+        layers: Vec::new(),
     }
 }
 
 #[derive(Default)]
 struct Settings {
+    /// The settings written, valid or not (so a bad `dim` is not also reported missing,
+    /// and a second one is reported as a duplicate).
+    written: std::collections::BTreeSet<&'static str>,
+    /// Settings whose value was read from a misspelt key (`dimm = 2`).
+    guessed: std::collections::BTreeSet<&'static str>,
     dim: Option<Dim>,
-    /// A `dim = …` was written, valid or not (so a bad one is not also reported missing).
-    dim_written: bool,
     base: Option<Base>,
+    /// `base = …` could not be read: the support it gives is unknown.
+    base_unknown: bool,
     float: Option<FloatType>,
 }
 
@@ -117,49 +156,60 @@ impl Lowering<'_> {
 
     fn setting(&mut self, settings: &mut Settings, key: &Ident, value: &Value) {
         let name = key.to_string();
-        let duplicate = match name.as_str() {
-            "dim" => std::mem::replace(&mut settings.dim_written, true),
-            "base" => settings.base.is_some(),
-            "float" => settings.float.is_some(),
-            _ => {
-                let hint = did_you_mean(&name, table::SETTINGS.iter().copied());
-                if hint.contains("`dim`") {
-                    settings.dim_written = true;
-                }
-                self.error(
-                    key.span(),
-                    format!("unknown setting `{name}`{hint} (the settings are `dim = N`, `base = normal | uniform` and `float = f32 | f64`)"),
-                );
-                return;
+        let Some(&setting) = table::SETTINGS.iter().find(|s| **s == name) else {
+            let hint = did_you_mean(&name, table::SETTINGS.iter().copied());
+            self.error(
+                key.span(),
+                format!("unknown setting `{name}`{hint} (the settings are `dim = N`, `base = normal | uniform` and `float = f32 | f64`)"),
+            );
+            // Read the value as the setting it most likely meant, quietly (the typo is
+            // the error), so that the other rules and the error stub see what was meant.
+            if let Some(meant) = crate::suggest::closest(&name, table::SETTINGS.iter().copied())
+                && !settings.written.contains(meant)
+            {
+                let reported = self.errors.len();
+                self.setting_value(settings, meant, value);
+                self.errors.truncate(reported);
+                settings.guessed.insert(meant);
             }
+            return;
         };
-        if duplicate {
+        // A value guessed from a misspelt key gives way to the real setting.
+        if settings.written.contains(setting) && !settings.guessed.remove(setting) {
             self.error(key.span(), format!("`{name}` is set twice; keep one"));
             return;
         }
-        match name.as_str() {
+        self.setting_value(settings, setting, value);
+    }
+
+    /// Reads the value of the setting `name` (one of `table::SETTINGS`).
+    fn setting_value(&mut self, settings: &mut Settings, name: &'static str, value: &Value) {
+        settings.written.insert(name);
+        // An unknown name falls back to its suggestion, so the stub has the type the user
+        // meant and no follow-on type errors appear.
+        let closest = |allowed: &'static [&'static str]| match value {
+            Value::Ident(i) => crate::suggest::closest(&i.to_string(), allowed.iter().copied()),
+            _ => None,
+        };
+        match name {
             "dim" => settings.dim = self.dim(value),
             "base" => {
-                settings.base = self.choice(value, table::BASES, "`base`").map(|b| match b {
+                let read = self.choice(value, table::BASES, "base");
+                // A base that could not be read gives an unknown support, not a guessed one.
+                settings.base_unknown = read.is_none();
+                settings.base = read.or_else(|| closest(table::BASES)).map(|b| match b {
                     "uniform" => Base::Uniform,
                     _ => Base::Normal,
-                })
+                });
             }
             _ => {
                 settings.float = self
-                    .choice(value, table::FLOATS, "`float`")
-                    // An unknown float falls back to its suggestion, so the stub has the
-                    // type the user meant and no follow-on type errors appear.
-                    .or_else(|| match value {
-                        Value::Ident(i) => {
-                            crate::suggest::closest(&i.to_string(), table::FLOATS.iter().copied())
-                        }
-                        _ => None,
-                    })
+                    .choice(value, table::FLOATS, "float")
+                    .or_else(|| closest(table::FLOATS))
                     .map(|f| match f {
                         "f64" => FloatType::F64,
                         _ => FloatType::F32,
-                    })
+                    });
             }
         }
     }
@@ -266,10 +316,23 @@ impl Lowering<'_> {
 
     fn repeat(&mut self, call: &Call, out: &mut Vec<Layer>) -> bool {
         let span = call.name.span();
+        let example = "e.g. `repeat(4) { coupling(mask = even); permute(reverse) }`";
         let count = match call.args.as_slice() {
             [Arg::Positional(v)] => self.count(v, "`repeat`"),
-            _ => {
-                self.error(span, "write `repeat(n) { … }` with one count, e.g. `repeat(4) { coupling(mask = even); permute(reverse) }`");
+            [] => {
+                self.error(span, format!("`repeat` needs a count, how many times to repeat its block: write `repeat(n) {{ … }}` with one count, {example}"));
+                None
+            }
+            [Arg::Named { key, .. }, ..] => {
+                self.error(key.span(), format!("`repeat` takes its count without a name: write `repeat(n) {{ … }}` with one count, {example}"));
+                None
+            }
+            [_, extra, ..] => {
+                let place = match extra {
+                    Arg::Positional(v) => v.place(),
+                    Arg::Named { key, .. } => key.span().into(),
+                };
+                self.error(place, format!("`repeat` takes one count, not {}: write `repeat(n) {{ … }}` with one count, {example}", call.args.len()));
                 None
             }
         };
@@ -331,8 +394,9 @@ impl Lowering<'_> {
                         self.error(
                             key.span(),
                             format!(
-                                "`{}` has no option `{k}`{hint} ({known}; write `{}`)",
-                                entry.name, entry.usage
+                                "`{}` has no option `{k}`{hint} ({known}; write {})",
+                                entry.name,
+                                entry.usage_text()
                             ),
                         );
                         ok = false;
@@ -348,16 +412,22 @@ impl Lowering<'_> {
         }
         if args.positional.len() > entry.positional {
             let extra = args.positional[entry.positional];
-            let message = if entry.positional == 0 {
-                format!(
-                    "`{}` takes no positional arguments (write `{}`)",
-                    entry.name, entry.usage
-                )
-            } else {
-                format!(
-                    "`{}` takes at most {} positional argument (write `{}`)",
-                    entry.name, entry.positional, entry.usage
-                )
+            let message = match entry.positional {
+                0 => format!(
+                    "`{}` takes no positional arguments; write {}",
+                    entry.name,
+                    entry.usage_text()
+                ),
+                1 => format!(
+                    "`{}` takes at most 1 positional argument; remove the extra ones: write {}",
+                    entry.name,
+                    entry.usage_text()
+                ),
+                n => format!(
+                    "`{}` takes at most {n} positional arguments; remove the extra ones: write {}",
+                    entry.name,
+                    entry.usage_text()
+                ),
             };
             self.error(extra.place(), message);
             ok = false;
@@ -369,7 +439,7 @@ impl Lowering<'_> {
     fn optional_number(&mut self, args: &Args, layer: &str) -> Option<Option<Num>> {
         match args.positional.first() {
             None => Some(None),
-            Some(v) => self.number(v, &format!("`{layer}(…)`")).map(Some),
+            Some(v) => self.number(v, &format!("`{layer}`")).map(Some),
         }
     }
 
@@ -385,7 +455,7 @@ impl Lowering<'_> {
     }
 
     fn permute(&mut self, args: &Args, span: Span) -> Option<LayerKind> {
-        let how = "permute(reverse), permute(seed = 7) or permute([2, 0, 1])";
+        let how = table::entry("permute").map_or_else(String::new, table::LayerEntry::usage_text);
         match (args.positional.first(), args.get("seed")) {
             (Some(_), Some(seed)) => {
                 self.error(
@@ -436,7 +506,7 @@ impl Lowering<'_> {
         };
         let transform = match args.get("transform") {
             Some(v) => self
-                .choice(v, table::TRANSFORMS, "`transform`")
+                .choice(v, table::TRANSFORMS, "transform")
                 .map(|t| match t {
                     "additive" => CouplingTransform::Additive,
                     _ => CouplingTransform::Affine,
@@ -464,7 +534,7 @@ impl Lowering<'_> {
         };
         let activation = match args.get("activation") {
             Some(v) => self
-                .choice(v, table::ACTIVATIONS, "`activation`")
+                .choice(v, table::ACTIVATIONS, "activation")
                 .map(|a| match a {
                     "tanh" => Activation::Tanh,
                     "elu" => Activation::Elu,
@@ -500,7 +570,7 @@ impl Lowering<'_> {
                 }
                 Some(MaskSpec::Explicit { kept, span: *span })
             }
-            other => self.choice(other, table::MASKS, "`mask`").map(|m| match m {
+            other => self.choice(other, table::MASKS, "mask").map(|m| match m {
                 "odd" => MaskSpec::Odd,
                 "first_half" => MaskSpec::FirstHalf,
                 "second_half" => MaskSpec::SecondHalf,
@@ -509,13 +579,14 @@ impl Lowering<'_> {
         }
     }
 
-    /// A name from a fixed list.
+    /// A name from a fixed list, the value of the option or setting `key`.
     fn choice(
         &mut self,
         value: &Value,
         allowed: &'static [&'static str],
-        what: &str,
+        key: &str,
     ) -> Option<&'static str> {
+        let what = format!("`{key}`");
         let list = allowed
             .iter()
             .map(|a| format!("`{a}`"))
@@ -535,17 +606,43 @@ impl Lowering<'_> {
                 None
             }
             other => {
+                let also = if key == "mask" {
+                    ", or a list of 1s (kept) and 0s (transformed) like `[1, 0]`"
+                } else {
+                    ""
+                };
                 self.error(
                     other.place(),
-                    format!("{what} expects one of {list}, found {}", other.describe()),
+                    format!(
+                        "{what} takes a name, one of {list}{also}; found {}: write e.g. `{key} = {}`",
+                        other.describe(),
+                        allowed[0]
+                    ),
                 );
                 None
             }
         }
     }
 
+    /// A finite number; `what` names it in messages (`` `scale` ``, `` `slope` ``).
     fn number(&mut self, value: &Value, what: &str) -> Option<Num> {
         match value {
+            Value::Number(n) if !n.value.is_finite() => {
+                let why = if n.value.is_nan() {
+                    "is not a number"
+                } else {
+                    "overflows f64 (whose largest value is about 1.8e308)"
+                };
+                let example = if n.value < 0.0 { "-1.5" } else { "1.5" };
+                self.error(
+                    n.place,
+                    format!(
+                        "{what} needs a finite constant; `{}` {why}: write a finite number, e.g. `{example}`",
+                        n.text
+                    ),
+                );
+                None
+            }
             Value::Number(n) => Some(Num {
                 value: n.value,
                 place: n.place,
@@ -653,7 +750,8 @@ mod tests {
             m.iter().any(|s| s.contains("unknown `base` `gaussian`")),
             "{m:?}"
         );
-        assert!(!l.complete);
+        // The unknown layers (and base) leave the support entering the first layer unknown.
+        assert_eq!(l.unknown_support_at, [0]);
     }
 
     #[test]
@@ -685,6 +783,73 @@ mod tests {
         assert!(m[0].contains("a flow needs its dimension"), "{m:?}");
         let m = messages(&lower_tokens(quote!(dim = 2; repeat(0) { affine })));
         assert!(m[0].contains("`repeat(0)` repeats nothing"), "{m:?}");
+    }
+
+    #[test]
+    fn non_finite_constants_are_errors() {
+        let l = lower_tokens(
+            quote!(dim = 2; scale(1e999); shift(-1e999); leaky_relu(slope = 1e999); scale(1e308)),
+        );
+        let m = messages(&l);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(
+            m[0].starts_with("`scale` needs a finite constant; `1e999` overflows f64"),
+            "{m:?}"
+        );
+        assert!(
+            m[1].contains("`shift` needs a finite constant; `-1e999`"),
+            "{m:?}"
+        );
+        assert!(m[1].contains("e.g. `-1.5`"), "{m:?}");
+        assert!(m[2].contains("`slope` needs a finite constant"), "{m:?}");
+        // The finite ones are kept, and every kept constant is finite.
+        assert_eq!(l.flow.layers.len(), 1);
+        assert!(
+            crate::pipeline::flow(quote!(dim = 2; scale(1e999)))
+                .to_string()
+                .contains("compile_error")
+        );
+    }
+
+    #[test]
+    fn repeat_needs_one_count() {
+        let m = messages(&lower_tokens(quote!(dim = 2; repeat { affine })));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].starts_with("`repeat` needs a count"), "{m:?}");
+        let m = messages(&lower_tokens(quote!(dim = 2; repeat(2, 3) { affine })));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].starts_with("`repeat` takes one count, not 2"), "{m:?}");
+    }
+
+    #[test]
+    fn a_misspelt_setting_still_gives_its_value() {
+        let l = lower_tokens(quote!(dimm = 3; flaot = f64; affine));
+        assert_eq!(l.errors.len(), 2, "{:?}", messages(&l));
+        assert!(matches!(l.flow.dim, Dim::Literal { value: 3, .. }));
+        assert_eq!(l.flow.float, FloatType::F64);
+        // … and gives way to the real setting, which is no duplicate.
+        let l = lower_tokens(quote!(dimm = 3; dim = 2; affine));
+        assert_eq!(l.errors.len(), 1, "{:?}", messages(&l));
+        assert!(matches!(l.flow.dim, Dim::Literal { value: 2, .. }));
+        assert!(l.unknown_support_at.is_empty());
+        let l = lower_tokens(quote!(dim = 2; base = unifrom; affine));
+        assert_eq!(l.unknown_support_at, [0]);
+        assert_eq!(l.flow.base, Base::Uniform);
+    }
+
+    #[test]
+    fn settings_are_recovered_from_an_invocation_that_does_not_parse() {
+        let tokens = quote!(pub struct B<const D: usize> { float = f64; dim = D; affine sigmoid });
+        assert!(parse(tokens.clone()).is_err());
+        let flow = recover(&crate::parse::recover(tokens));
+        assert_eq!(flow.header.unwrap().ident, "B");
+        assert!(matches!(flow.dim, Dim::Generic(_)));
+        assert_eq!(flow.float, FloatType::F64);
+        let flow = recover(&crate::parse::recover(
+            quote!(dim = 3 base = uniform; coupling(mask = even) 7),
+        ));
+        assert!(matches!(flow.dim, Dim::Literal { value: 3, .. }));
+        assert_eq!(flow.base, Base::Uniform);
     }
 
     #[test]

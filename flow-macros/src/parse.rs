@@ -148,7 +148,9 @@ impl Parse for FlowSyntax {
             braced!(content in input);
             let stmts = parse_body(&content)?;
             if !input.is_empty() {
-                return Err(input.error("unexpected tokens after the flow's `{ … }` body"));
+                return Err(input.error(
+                    "unexpected tokens after the flow's `{ … }` body: one `flow!` declares one `struct Name { … }`; remove them, or declare another flow in its own `flow!`",
+                ));
             }
             let header = ItemHeader {
                 attrs,
@@ -169,31 +171,80 @@ impl Parse for FlowSyntax {
     }
 }
 
-/// The header of an item-form invocation whose body does not parse, so that the error
-/// stub can still define the type.
-pub fn header_only(tokens: TokenStream) -> Option<ItemHeader> {
-    struct HeaderOnly(Option<ItemHeader>);
-    impl Parse for HeaderOnly {
+/// What can still be read of an invocation that does not parse: the header of the item
+/// form, and the body's settings (`key = value` at its top level), so that the error stub
+/// can have the name, dimension and float type that were meant.
+pub struct Recovered {
+    pub header: Option<ItemHeader>,
+    pub settings: Vec<(Ident, Value)>,
+}
+
+/// Reads what it can of an invocation that does not parse; see [`Recovered`].
+pub fn recover(tokens: TokenStream) -> Recovered {
+    struct Header(Option<ItemHeader>, TokenStream);
+    impl Parse for Header {
         fn parse(input: ParseStream) -> syn::Result<Self> {
             if !starts_item(input) {
-                input.parse::<TokenStream>()?;
-                return Ok(HeaderOnly(None));
+                return Ok(Header(None, input.parse()?));
             }
             let attrs = input.call(Attribute::parse_outer)?;
             let vis: Visibility = input.parse()?;
             input.parse::<Token![struct]>()?;
             let ident: Ident = input.parse()?;
-            let generics: Generics = input.parse()?;
+            let mut generics: Generics = input.parse()?;
+            generics.where_clause = input.parse()?;
+            let body = if input.peek(syn::token::Brace) {
+                let content;
+                braced!(content in input);
+                content.parse()?
+            } else {
+                TokenStream::new()
+            };
             input.parse::<TokenStream>()?;
-            Ok(HeaderOnly(Some(ItemHeader {
+            let header = ItemHeader {
                 attrs,
                 vis,
                 ident,
                 generics,
-            })))
+            };
+            Ok(Header(Some(header), body))
         }
     }
-    syn::parse2::<HeaderOnly>(tokens).ok().and_then(|h| h.0)
+    let (header, body) = match syn::parse2::<Header>(tokens) {
+        Ok(Header(header, body)) => (header, body),
+        Err(_) => (None, TokenStream::new()),
+    };
+    Recovered {
+        header,
+        settings: recover_settings(body),
+    }
+}
+
+/// Every `key = value` at the top level of a body (named arguments are inside
+/// parentheses, so these are the settings), even where the statements around them do not
+/// parse.
+fn recover_settings(body: TokenStream) -> Vec<(Ident, Value)> {
+    use proc_macro2::{Spacing, TokenTree};
+    let tokens: Vec<TokenTree> = body.into_iter().collect();
+    let mut settings = Vec::new();
+    for (i, window) in tokens.windows(2).enumerate() {
+        let [TokenTree::Ident(key), TokenTree::Punct(eq)] = window else {
+            continue;
+        };
+        if eq.as_char() != '=' || eq.spacing() != Spacing::Alone {
+            continue;
+        }
+        let rest: TokenStream = tokens[i + 2..].iter().cloned().collect();
+        let value = |input: ParseStream| {
+            let value = parse_value(input)?;
+            input.parse::<TokenStream>()?;
+            Ok(value)
+        };
+        if let Ok(value) = syn::parse::Parser::parse2(value, rest) {
+            settings.push((key.clone(), value));
+        }
+    }
+    settings
 }
 
 /// Whether the input is the named item form (`… struct Name { … }`).
@@ -237,7 +288,7 @@ fn parse_call(input: ParseStream) -> syn::Result<Call> {
     let name: Ident = input.parse().map_err(|e| {
         syn::Error::new(
             e.span(),
-            "expected a layer name, like `affine` or `coupling(mask = even)`",
+            "expected a layer name: each statement of a flow is a layer, like `affine` or `coupling(mask = even)`, or a setting, like `dim = 2`",
         )
     })?;
     let args = if input.peek(syn::token::Paren) {

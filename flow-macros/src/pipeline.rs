@@ -4,7 +4,6 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::ir::{Dim, FloatType};
 use crate::{check, expand, lower, parse};
 
 /// Expands one `flow!` invocation.
@@ -12,21 +11,22 @@ pub fn flow(tokens: TokenStream) -> TokenStream {
     let syntax = match parse::parse(tokens.clone()) {
         Ok(syntax) => syntax,
         Err(error) => {
-            // Still define the type, if its header can be read, so uses of it do not fail too.
-            let header = parse::header_only(tokens);
-            let stub = expand::stub(header.as_ref(), &Dim::Invalid, FloatType::F32);
-            return with_errors(header.is_some(), [error], stub);
+            // Still define the type, with the name and settings that can be read, so that
+            // uses of it do not fail too.
+            let flow = lower::recover(&parse::recover(tokens));
+            let stub = expand::stub(&flow);
+            return with_errors(flow.header.is_some(), [error], stub);
         }
     };
     let lowered = lower::lower(&syntax);
     let mut errors = lowered.errors;
     let flow = &lowered.flow;
-    match check::check(flow, lowered.complete) {
+    match check::check(flow, &lowered.unknown_support_at) {
         Ok(checked) if errors.is_empty() => return expand::expand(flow, &checked),
         Ok(_) => {}
         Err(more) => errors.extend(more),
     }
-    let stub = expand::stub(flow.header.as_ref(), &flow.dim, flow.float);
+    let stub = expand::stub(flow);
     with_errors(flow.header.is_some(), errors, stub)
 }
 

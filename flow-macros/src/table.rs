@@ -17,8 +17,20 @@ pub struct LayerEntry {
     pub options: &'static [&'static str],
     /// How many positional arguments it takes at most.
     pub positional: usize,
-    /// How to write it, for messages.
-    pub usage: &'static str,
+    /// The ways to write it, for messages.
+    pub usage: &'static [&'static str],
+}
+
+impl LayerEntry {
+    /// The ways to write the layer, as a message reads them: "`shift` or `shift(1.5)`".
+    pub fn usage_text(&self) -> String {
+        let forms: Vec<String> = self.usage.iter().map(|u| format!("`{u}`")).collect();
+        match forms.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => format!("`{}`", self.name),
+        }
+    }
 }
 
 /// Every layer the DSL knows, plus `repeat`.
@@ -27,85 +39,89 @@ pub const LAYERS: &[LayerEntry] = &[
         name: "affine",
         options: &[],
         positional: 0,
-        usage: "affine",
+        usage: &["affine"],
     },
     LayerEntry {
         name: "shift",
         options: &[],
         positional: 1,
-        usage: "shift or shift(1.5)",
+        usage: &["shift", "shift(1.5)"],
     },
     LayerEntry {
         name: "scale",
         options: &[],
         positional: 1,
-        usage: "scale or scale(2.0)",
+        usage: &["scale", "scale(2.0)"],
     },
     LayerEntry {
         name: "sigmoid",
         options: &[],
         positional: 0,
-        usage: "sigmoid",
+        usage: &["sigmoid"],
     },
     LayerEntry {
         name: "logit",
         options: &[],
         positional: 0,
-        usage: "logit",
+        usage: &["logit"],
     },
     LayerEntry {
         name: "tanh",
         options: &[],
         positional: 0,
-        usage: "tanh",
+        usage: &["tanh"],
     },
     LayerEntry {
         name: "atanh",
         options: &[],
         positional: 0,
-        usage: "atanh",
+        usage: &["atanh"],
     },
     LayerEntry {
         name: "softplus",
         options: &[],
         positional: 0,
-        usage: "softplus",
+        usage: &["softplus"],
     },
     LayerEntry {
         name: "exp",
         options: &[],
         positional: 0,
-        usage: "exp",
+        usage: &["exp"],
     },
     LayerEntry {
         name: "log",
         options: &[],
         positional: 0,
-        usage: "log",
+        usage: &["log"],
     },
     LayerEntry {
         name: "leaky_relu",
         options: &["slope"],
         positional: 0,
-        usage: "leaky_relu(slope = 0.01)",
+        usage: &["leaky_relu(slope = 0.01)"],
     },
     LayerEntry {
         name: "permute",
         options: &["seed"],
         positional: 1,
-        usage: "permute(reverse), permute(seed = 7) or permute([2, 0, 1])",
+        usage: &[
+            "permute(reverse)",
+            "permute(seed = 7)",
+            "permute([2, 0, 1])",
+        ],
     },
     LayerEntry {
         name: "coupling",
         options: &["mask", "transform", "hidden", "activation"],
         positional: 0,
-        usage: "coupling(mask = even, transform = affine, hidden = [64, 64], activation = relu)",
+        usage: &["coupling(mask = even, transform = affine, hidden = [64, 64], activation = relu)"],
     },
     LayerEntry {
         name: "repeat",
         options: &[],
         positional: 1,
-        usage: "repeat(4) { … }",
+        usage: &["repeat(4) { … }"],
     },
 ];
 

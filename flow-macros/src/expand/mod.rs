@@ -71,7 +71,7 @@ impl Names {
 }
 
 /// The dimension as a token: the literal, or the const generic parameter. An invalid
-/// dimension (only ever seen by the error stub) becomes 1.
+/// dimension (never expanded: the error stub makes its point methods generic) becomes 1.
 pub(crate) fn dim_tokens(dim: &Dim) -> TokenStream {
     match dim {
         Dim::Literal { value, .. } => {
