@@ -1,9 +1,9 @@
 //! The chain's code: the fused block kernels behind `Flow` and `Density`, and the
-//! heap-free point API. Consecutive elementwise layers become one `map_rows` pass whose
-//! closure chains their scalar kernels, so their log-dets add up in registers.
+//! heap-free point API. Consecutive elementwise layers become one `map_rows` pass over
+//! their nested kernels, so their log-dets add up in registers.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 use syn::Ident;
 
 use super::{Names, runtime};
@@ -34,22 +34,23 @@ pub(super) enum Direction {
     Inverse,
 }
 
-/// The closure `|j, v| (value, log-det)` chaining the kernels of a fused run.
+/// The scalar map of a fused run: its layers nested as `(&first, (&second, …))` in
+/// `Forward(…)` or `Inverse(…)`, whose kernels the runtime inlines into one loop.
 fn fused_kernel(run: &[usize], fields: &[Ident], direction: Direction) -> TokenStream {
-    let order: Vec<usize> = match direction {
-        Direction::Forward => run.to_vec(),
-        Direction::Inverse => run.iter().rev().copied().collect(),
-    };
-    let method = match direction {
-        Direction::Forward => quote!(forward),
-        Direction::Inverse => quote!(inverse),
-    };
-    let lds: Vec<Ident> = order.iter().map(|i| format_ident!("ld_{}", i)).collect();
-    let calls = order.iter().zip(&lds).map(|(&i, ld)| {
-        let field = &fields[i];
-        quote!(let (v, #ld) = self.#field.#method(j, v);)
-    });
-    quote!(|j, v| { #(#calls)* (v, #(#lds)+*) })
+    let rt = runtime();
+    let nested = run
+        .iter()
+        .rev()
+        .map(|&i| {
+            let field = &fields[i];
+            quote!(&self.#field)
+        })
+        .reduce(|rest, layer| quote!((#layer, #rest)))
+        .expect("a fused run has at least one layer");
+    match direction {
+        Direction::Forward => quote!(#rt::layers::Forward(#nested)),
+        Direction::Inverse => quote!(#rt::layers::Inverse(#nested)),
+    }
 }
 
 fn block_body(flow: &Flow, names: &Names, direction: Direction) -> TokenStream {
@@ -158,7 +159,7 @@ pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
                 mut log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
                 ws: &mut #rt::Workspace<#float>,
             ) {
-                use #rt::{Elementwise as _, Layer as _};
+                use #rt::Layer as _;
                 #forward
             }
         }
@@ -171,7 +172,7 @@ pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
                 mut log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
                 ws: &mut #rt::Workspace<#float>,
             ) {
-                use #rt::{Elementwise as _, Layer as _};
+                use #rt::Layer as _;
                 #inverse
             }
         }
@@ -201,7 +202,7 @@ pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
             /// Maps one base point to the data space: `(x, log|det ∂f/∂z|)`. No heap use.
             #[allow(unused_mut, unused_variables)]
             pub fn forward_point(&self, z: #point) -> (#point, #float) {
-                use #rt::{Elementwise as _, Layer as _};
+                use #rt::Layer as _;
                 let mut x = z;
                 let mut scratch: [#float; #scratch_len] = [0.0; #scratch_len];
                 let mut log_det: #float = 0.0;
@@ -212,7 +213,7 @@ pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
             /// Maps one data point to the base: `(z, log|det ∂f⁻¹/∂x|)`. No heap use.
             #[allow(unused_mut, unused_variables)]
             pub fn inverse_point(&self, x: #point) -> (#point, #float) {
-                use #rt::{Elementwise as _, Layer as _};
+                use #rt::Layer as _;
                 let mut x = x;
                 let mut scratch: [#float; #scratch_len] = [0.0; #scratch_len];
                 let mut log_det: #float = 0.0;

@@ -1977,6 +1977,79 @@ mod tests {
         }
     }
 
+    /// A fused run as the macro writes it (`Forward`/`Inverse` of nested layers) gives the
+    /// same bits through `map_rows` (tiles, lanes, the processor's SIMD), through the
+    /// baseline compilation and row by row through `map_point`.
+    fn fused_run_paths_agree_in<F: Float>() {
+        use crate::layers::{Forward, Inverse, map_point, map_rows, map_rows_baseline};
+        let mut rng = StdRng::seed_from_u64(22);
+        for rows in [1, 15, 16, 17, 48, 259] {
+            for cols in [1, 3, 16, 17, 64] {
+                let a = Affine {
+                    shift: (0..cols).map(|j| F::of(0.1 * j as f64 - 0.3)).collect(),
+                    log_scale: (0..cols).map(|j| F::of(0.05 * j as f64 - 0.2)).collect(),
+                };
+                let run = (&a, (&Tanh, (&a, &Sigmoid)));
+                let x0 =
+                    Array2::from_shape_fn((rows, cols), |_| F::of(rng.random_range(-3.0..3.0)));
+                for inverse in [false, true] {
+                    // The inverse of the run needs (0, 1) data: take the forward's output.
+                    let mut input = x0.clone();
+                    if inverse {
+                        map_rows(
+                            input.view_mut(),
+                            Array1::zeros(rows).view_mut(),
+                            Forward(run),
+                        );
+                    }
+                    let apply =
+                        |x: &mut Array2<F>, ld: &mut Array1<F>, how: usize| match (inverse, how) {
+                            (false, 0) => map_rows(x.view_mut(), ld.view_mut(), Forward(run)),
+                            (true, 0) => map_rows(x.view_mut(), ld.view_mut(), Inverse(run)),
+                            (false, 1) => map_rows_baseline(
+                                x.as_slice_mut().unwrap(),
+                                ld.as_slice_mut().unwrap(),
+                                cols,
+                                Forward(run),
+                            ),
+                            (true, 1) => map_rows_baseline(
+                                x.as_slice_mut().unwrap(),
+                                ld.as_slice_mut().unwrap(),
+                                cols,
+                                Inverse(run),
+                            ),
+                            _ => {
+                                for (mut row, ld) in x.rows_mut().into_iter().zip(ld.iter_mut()) {
+                                    let row = row.as_slice_mut().unwrap();
+                                    *ld += if inverse {
+                                        map_point(row, Inverse(run))
+                                    } else {
+                                        map_point(row, Forward(run))
+                                    };
+                                }
+                            }
+                        };
+                    let results: Vec<(Vec<u64>, Vec<u64>)> = (0..3)
+                        .map(|how| {
+                            let (mut x, mut ld) = (input.clone(), Array1::zeros(rows));
+                            apply(&mut x, &mut ld, how);
+                            (bits(x.as_slice().unwrap()), bits(ld.as_slice().unwrap()))
+                        })
+                        .collect();
+                    let ctx = format!("{} {rows}×{cols} inverse {inverse}", F::NAME);
+                    assert_eq!(results[0], results[1], "dispatched vs baseline, {ctx}");
+                    assert_eq!(results[0], results[2], "tiles vs points, {ctx}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_run_paths_agree_bit_for_bit() {
+        fused_run_paths_agree_in::<f32>();
+        fused_run_paths_agree_in::<f64>();
+    }
+
     #[test]
     fn map_rows_equals_the_row_by_row_loop_bit_for_bit() {
         tiled_equals_naive_in::<f32>();
