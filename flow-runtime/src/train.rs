@@ -12,6 +12,7 @@
 //! println!("best validation NLL {:?} at step {}", report.best_val_loss, report.best_step);
 //! ```
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -362,8 +363,8 @@ pub struct FitOptions {
     pub patience: Option<usize>,
     /// Seed of the shuffling RNG: the same seed, data and model give bit-identical results.
     pub seed: u64,
-    /// Show a progress bar on stderr (step, train loss, validation loss). It is hidden
-    /// anyway when stderr is not a terminal.
+    /// Show progress on stderr (step, train loss, validation loss): a progress bar on a
+    /// terminal, else a plain line every tenth of the run.
     pub progress: bool,
 }
 
@@ -498,6 +499,10 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
     }
 
     let bar = progress_bar(options.progress, total);
+    // Without a terminal (a log file, CI) the bar is hidden: a plain line every tenth of
+    // the run instead.
+    let log_lines = options.progress && !std::io::stderr().is_terminal();
+    let log_every = total.div_ceil(10).max(1);
     let mut smoothed = f64::NAN;
     let mut evals_without_improvement = 0;
     let mut epoch_cursor = steps_per_epoch;
@@ -563,11 +568,18 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
         }
 
         bar.set_position(done as u64);
+        let val = || report.val_loss.last().map_or(f64::NAN, |&(_, v)| v);
         if !bar.is_hidden() && (evaluated || done % 16 == 0) {
-            let val = report.val_loss.last().map_or(f64::NAN, |&(_, v)| v);
             bar.set_message(format!(
-                "train {smoothed:.4}  val {val:.4}  best {best_val:.4}"
+                "train {smoothed:.4}  val {:.4}  best {best_val:.4}",
+                val()
             ));
+        }
+        if log_lines && (done % log_every == 0 || done == total) {
+            eprintln!(
+                "step {done}/{total}  train {smoothed:.4}  val {:.4}  best {best_val:.4}",
+                val()
+            );
         }
         if report.stopped_early {
             break;
