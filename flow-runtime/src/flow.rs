@@ -2,7 +2,8 @@
 //! block kernels; the batch API, input checks, blocking and sampling live here once.
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::base::BaseDistribution;
 use crate::error::FlowError;
@@ -58,6 +59,16 @@ impl<A: SplitRows, B: SplitRows> SplitRows for (A, B) {
         let (a0, a1) = self.0.split_rows(mid);
         let (b0, b1) = self.1.split_rows(mid);
         ((a0, b0), (a1, b1))
+    }
+}
+
+/// The index of a block's first row in the batch, carried through [`for_each_block`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstRow(pub usize);
+
+impl SplitRows for FirstRow {
+    fn split_rows(self, mid: usize) -> (Self, Self) {
+        (self, FirstRow(self.0 + mid))
     }
 }
 
@@ -161,23 +172,32 @@ pub trait Flow<F: Float>: Send + Sync {
     }
 
     /// Draws `n` points and their log-densities, `log p_Z(z) − log|det ∂f/∂z|`.
+    ///
+    /// `rng` gives one seed per row block (in order); each block draws its base points from
+    /// its own generator seeded from it, so the blocks run in parallel and the draws depend
+    /// only on `rng` and `n`, not on the number of threads.
     fn sample_and_log_prob<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> (Array2<F>, Array1<F>)
     where
         Self: Sized,
     {
         let d = self.dim();
         let mut x = Array2::zeros((n, d));
-        // The base draws come in order from the one generator; the rest runs in parallel.
-        let data = x.as_slice_mut().expect("fresh arrays are contiguous");
-        for row in data.chunks_exact_mut(d.max(1)) {
-            self.base().sample_point(row, rng);
-        }
         let mut log_prob = Array1::zeros(n);
         let mut log_det = Array1::zeros(n);
-        let parts = (x.view_mut(), (log_prob.view_mut(), log_det.view_mut()));
-        for_each_block(parts, n, &|(mut xb, (mut pb, mut lb))| {
-            for (row, lp) in xb.rows().into_iter().zip(pb.iter_mut()) {
-                let row = row.to_slice().expect("fresh arrays are contiguous");
+        let block = block_rows(n);
+        let seeds: Vec<u64> = (0..n.div_ceil(block)).map(|_| rng.next_u64()).collect();
+        let parts = (
+            FirstRow(0),
+            (x.view_mut(), (log_prob.view_mut(), log_det.view_mut())),
+        );
+        for_each_block(parts, n, &|(
+            FirstRow(first),
+            (mut xb, (mut pb, mut lb)),
+        )| {
+            let mut block_rng = StdRng::seed_from_u64(seeds[first / block]);
+            for (mut row, lp) in xb.rows_mut().into_iter().zip(pb.iter_mut()) {
+                let row = row.as_slice_mut().expect("fresh arrays are contiguous");
+                self.base().sample_point(row, &mut block_rng);
                 *lp = self.base().log_prob_point(row);
             }
             F::with_scratch(|scratch| {
@@ -487,10 +507,17 @@ mod tests {
             pool(threads).install(|| flow.sample_and_log_prob(2000, &mut StdRng::seed_from_u64(5)))
         };
         assert_eq!(draw(1), draw(2));
-        // The base draws are the generator's, in order, then pushed forward.
+        // Each block's base draws come from a generator seeded by the next draw of `rng`,
+        // then are pushed forward.
         let (x, lp) = draw(2);
         let mut rng = StdRng::seed_from_u64(5);
-        let z = Array2::from_shape_simple_fn((2000, 3), || f64::standard_normal(&mut rng));
+        let block = block_rows(2000);
+        let mut z = Array2::zeros((2000, 3));
+        for mut zb in z.axis_chunks_iter_mut(Axis(0), block) {
+            let mut block_rng = StdRng::seed_from_u64(rng.next_u64());
+            zb.iter_mut()
+                .for_each(|v| *v = f64::standard_normal(&mut block_rng));
+        }
         let (x_seq, ld) = pool(1).install(|| flow.forward_and_log_det(z.view()).unwrap());
         assert_eq!(x, x_seq);
         for ((row, &l), &p) in z.rows().into_iter().zip(&ld).zip(&lp) {
