@@ -8,6 +8,9 @@
 //!   (the conditioners' forward products are flowgen's own register-tiled kernels, which
 //!   need no packing buffer). Checked on one rayon thread: across threads each worker
 //!   has its own workspace and rayon's job queue allocates now and then.
+//! * The same holds for training: after a warm-up, `nll_and_grad` allocates nothing and
+//!   `log_prob_and_grad` only its returned log-probabilities (the conditioners' backward
+//!   products run on the same kernels, reading their transposed operands in place).
 
 mod common;
 
@@ -15,9 +18,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::*;
-use flowgen::Float;
 use flowgen::prelude::*;
 use flowgen::rand::RngExt;
+use flowgen::{Float, Trainable};
 
 struct Counting;
 
@@ -231,5 +234,123 @@ fn coupling_batch_calls_allocate_only_their_outputs() {
     assert_eq!(
         n, 1,
         "log_prob on 1000 rows allocated {n} times (1 is the output)"
+    );
+}
+
+/// This thread's training scratch: the capacities of every buffer `nll_and_grad` and
+/// `log_prob_and_grad` use.
+fn training_workspace() -> [usize; 6] {
+    f64::with_scratch(|s| {
+        [
+            s.tape.capacity(),
+            s.grad.capacity(),
+            s.per_row[0].capacity(),
+            s.per_row[1].capacity(),
+            s.spare_grad.capacity(),
+            s.layers.capacity(),
+        ]
+    })
+}
+
+/// After one warm-up call of each size, `nll_and_grad` allocates nothing and
+/// `log_prob_and_grad` only its returned array (with and without the input gradient), and
+/// the scratch stops growing; batches of one block (256 rows, split in two halves by
+/// `nll_and_grad`) and of several (1000).
+fn gradient_steady_state<M: Case + Trainable<f64>>() {
+    one_thread(|| {
+        let model = M::perturbed(1);
+        let mut r = rng(7);
+        for n in [256, 1000] {
+            let x = data_points(&model, n, &mut r);
+            let weight = Array1::from_elem(n, -1.0 / n as f64);
+            let mut grad = vec![0.0; model.param_len()];
+            let mut grad_x = Array2::zeros(x.dim());
+            let mut calls = || {
+                let nll = model.nll_and_grad(x.view(), &mut grad).unwrap();
+                let lp = model
+                    .log_prob_and_grad(x.view(), weight.view(), &mut grad, None)
+                    .unwrap();
+                let lp_x = model
+                    .log_prob_and_grad(x.view(), weight.view(), &mut grad, Some(grad_x.view_mut()))
+                    .unwrap();
+                (nll, lp, lp_x)
+            };
+            let _ = calls();
+            let ws = training_workspace();
+            for _ in 0..3 {
+                let (n_nll, n_lp, n_lp_x) = (
+                    count(|| model.nll_and_grad(x.view(), &mut grad).unwrap()).1,
+                    count(|| {
+                        model
+                            .log_prob_and_grad(x.view(), weight.view(), &mut grad, None)
+                            .unwrap()
+                    })
+                    .1,
+                    count(|| {
+                        model
+                            .log_prob_and_grad(
+                                x.view(),
+                                weight.view(),
+                                &mut grad,
+                                Some(grad_x.view_mut()),
+                            )
+                            .unwrap()
+                    })
+                    .1,
+                );
+                assert_eq!(
+                    (n_nll, n_lp, n_lp_x),
+                    (0, 1, 1),
+                    "{} batch {n}: allocations of nll_and_grad, log_prob_and_grad \
+                     and log_prob_and_grad with grad_x (0, 1, 1 expected)",
+                    M::NAME
+                );
+                assert_eq!(
+                    training_workspace(),
+                    ws,
+                    "{} batch {n}: the training scratch grew on a repeated call",
+                    M::NAME
+                );
+            }
+            assert!(grad.iter().all(|g| g.is_finite()), "{}", M::NAME);
+        }
+    });
+}
+
+#[test]
+fn gradient_steady_state_elementwise() {
+    gradient_steady_state::<ElementwiseReal>();
+    gradient_steady_state::<Squash>();
+}
+
+#[test]
+fn gradient_steady_state_couplings() {
+    gradient_steady_state::<RealNvp>();
+    gradient_steady_state::<Permutations>();
+    gradient_steady_state::<DefaultSigmoid>();
+}
+
+flowgen::flow! {
+    pub struct Wide32 { dim = 8; float = f32; repeat(2) { coupling(mask = even, hidden = [64, 64], activation = relu); coupling(mask = odd, hidden = [64, 64], activation = relu) } }
+}
+
+/// The f32 path (the wide register tiles) of a training step: no allocation either.
+#[test]
+fn f32_nll_and_grad_allocates_nothing() {
+    let model = Wide32::new(&mut rng(1));
+    let x: Array2<f32> = model.sample(1000, &mut rng(2));
+    let n = one_thread(|| {
+        let mut grad = vec![0.0f32; model.param_len()];
+        let _ = model.nll_and_grad(x.view(), &mut grad).unwrap();
+        count(|| {
+            for _ in 0..3 {
+                model.nll_and_grad(x.view(), &mut grad).unwrap();
+            }
+        })
+        .1
+    });
+    assert_eq!(
+        n, 0,
+        "{n} allocations in 3 calls of nll_and_grad on 1000 f32 rows"
     );
 }

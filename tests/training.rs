@@ -1,6 +1,7 @@
 //! Training generated flows end to end: `fit` lowers the NLL towards the truth on data with
-//! a known density, is bit-for-bit reproducible from its seed, and skips (and counts) steps
-//! whose loss is not finite instead of writing NaN into the parameters.
+//! a known density, is bit-for-bit reproducible from its seed (whatever the number of
+//! threads: `nll_and_grad` gives the same bits on one rayon thread and on two), and skips
+//! (and counts) steps whose loss is not finite instead of writing NaN into the parameters.
 
 use flowgen::prelude::*;
 use flowgen::rand::RngExt;
@@ -107,4 +108,84 @@ fn steps_with_infinite_loss_are_skipped_not_applied() {
     .unwrap();
     assert_eq!(report.skipped_steps, 20, "{report:?}");
     assert_eq!(model, before, "no update was applied");
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+/// Every parameter moved by U(−0.3, 0.3), so that no gradient is zero by construction (a
+/// fresh coupling's hidden layers get none through its zero output layer).
+fn perturb<F: flowgen::Float, M: Trainable<F>>(model: &mut M, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut p = vec![F::zero(); model.param_len()];
+    model.params_to_slice(&mut p);
+    for v in &mut p {
+        *v += F::of(rng.random_range(-0.3..0.3));
+    }
+    model.params_from_slice(&p);
+}
+
+/// `nll_and_grad` on one thread and on two: the loss and every gradient entry agree bit
+/// for bit, for a batch of one block (split in halves) and of several.
+fn same_bits_on_any_thread_count<F: flowgen::Float, M: Trainable<F> + Sync>(
+    model: &M,
+    x: &Array2<F>,
+) {
+    for n in [256, 1000] {
+        let rows = x.slice(flowgen::ndarray::s![..n, ..]);
+        let run = |threads| {
+            pool(threads).install(|| {
+                let mut grad = vec![F::zero(); model.param_len()];
+                let loss = model.nll_and_grad(rows, &mut grad).unwrap();
+                assert!(loss.is_finite() && grad.iter().any(|g| *g != F::zero()));
+                let bits = |v: F| v.to_f64_lossless().to_bits();
+                (bits(loss), grad.into_iter().map(bits).collect::<Vec<_>>())
+            })
+        };
+        let one = run(1);
+        assert!(one == run(2), "batch {n}: 1 and 2 threads differ");
+        assert!(one == run(1), "batch {n}: not reproducible");
+    }
+}
+
+#[test]
+fn nll_and_grad_is_bit_identical_on_one_and_two_threads() {
+    let mut gauss = Gauss::new(&mut StdRng::seed_from_u64(1));
+    perturb(&mut gauss, 2);
+    same_bits_on_any_thread_count(&gauss, &correlated(1000, 4));
+
+    let mut unit = Unit::new(&mut StdRng::seed_from_u64(3));
+    perturb(&mut unit, 4);
+    let mut rng = StdRng::seed_from_u64(5);
+    let x = Array2::from_shape_simple_fn((1000, 2), || rng.random_range(0.05f32..0.95));
+    same_bits_on_any_thread_count(&unit, &x);
+}
+
+/// `fit` from one seed gives the same parameters, bit for bit, on one thread and on two.
+#[test]
+fn fit_is_bit_identical_on_one_and_two_threads() {
+    let data = correlated(2000, 6);
+    let run = |threads| {
+        pool(threads).install(|| {
+            let mut model = Gauss::new(&mut StdRng::seed_from_u64(7));
+            fit(
+                &mut model,
+                data.view(),
+                &FitOptions {
+                    max_steps: Some(50),
+                    batch_size: 256,
+                    ..options(8)
+                },
+            )
+            .unwrap();
+            let mut p = vec![0.0; model.param_len()];
+            model.params_to_slice(&mut p);
+            p.iter().map(|v| v.to_bits()).collect::<Vec<u64>>()
+        })
+    };
+    assert!(run(1) == run(2), "fit differs between 1 and 2 threads");
 }

@@ -1,7 +1,7 @@
 //! Small MLP conditioners, on row blocks and on single points (stack scratch, no heap).
 //!
 //! A batch of rows goes through [`Mlp::forward_block`]: per layer one pass of a
-//! register-tiled kernel ([`Dense::block_into`]: tiles of 4 rows × 16 `f32` outputs, the
+//! register-tiled kernel (`Dense::block_into`: tiles of 4 rows × 16 `f32` outputs, the
 //! weights read from a small panel on the stack, the bias and the activation applied as each
 //! tile is stored), into caller-provided scratch; no packing of the rows and no allocation,
 //! which matters for the small matrices of a conditioner (a 64 × 64 layer on a few hundred
@@ -10,8 +10,9 @@
 //! [`Mlp::output_point`] for a window of output units at a time, so no buffer ever has to
 //! be as large as the output. Both add each output's terms in the same order, with the same
 //! (fused where the processor has FMA) multiply-adds: a point and a row of any block get the
-//! same values, bit for bit. The backward pass uses matrix products (matrixmultiply
-//! through ndarray).
+//! same values, bit for bit. The backward pass ([`Mlp::backward_block`]) runs the same
+//! tiles on the transposed products `xᵀ·δ` (added into the weight gradient) and `δ·Wᵀ`,
+//! reading the transposed operands in place: no packing buffer and no allocation either.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
@@ -96,6 +97,25 @@ impl Activation {
             Activation::Tanh => run(v, bias, |x| Activation::Tanh.apply(x)),
             Activation::Elu => run(v, bias, |x| Activation::Elu.apply(x)),
             Activation::Silu => run(v, bias, |x| Activation::Silu.apply(x)),
+        }
+    }
+
+    /// `z = g · act'(z)` elementwise (`z` the pre-activations, `g` the gradients of the
+    /// activations): one loop per variant, as in [`Activation::add_bias_apply`].
+    #[inline]
+    pub(crate) fn mul_derivative<F: Float>(self, z: &mut [F], g: &[F]) {
+        assert_eq!(z.len(), g.len(), "mul_derivative: lengths differ");
+        #[inline(always)]
+        fn run<F: Float>(z: &mut [F], g: &[F], d: impl Fn(F) -> F) {
+            for (z, &g) in z.iter_mut().zip(g) {
+                *z = g * d(*z);
+            }
+        }
+        match self {
+            Activation::Relu => run(z, g, |x| Activation::Relu.derivative(x)),
+            Activation::Tanh => run(z, g, |x| Activation::Tanh.derivative(x)),
+            Activation::Elu => run(z, g, |x| Activation::Elu.derivative(x)),
+            Activation::Silu => run(z, g, |x| Activation::Silu.derivative(x)),
         }
     }
 
@@ -232,6 +252,7 @@ impl<F: Float> Dense<F> {
             n,
             a,
             rows,
+            layout: Layout::default(),
         };
         match act {
             None => block.run(c, |v| v),
@@ -240,6 +261,39 @@ impl<F: Float> Dense<F> {
             Some(Activation::Elu) => block.run(c, |v| Activation::Elu.apply(v)),
             Some(Activation::Silu) => block.run(c, |v| Activation::Silu.apply(v)),
         }
+    }
+
+    /// The products of this layer's backward pass, for `x` its input (rows × inputs) and
+    /// `delta = ∂J/∂out` (rows × outputs): adds `∂J/∂W = xᵀ·δ` into `grad_w` (row-major,
+    /// the layout of `weight`) and writes `∂J/∂x = δ·Wᵀ` into `grad_x` (overwritten).
+    /// The tile kernels of [`Dense::block_into`] read `x` and `W` transposed in place:
+    /// nothing is allocated or copied. (Operands not in standard layout go through
+    /// ndarray's `general_mat_mul`, which allocates a packing buffer.)
+    fn backward(
+        &self,
+        x: ArrayView2<'_, F>,
+        delta: ArrayView2<'_, F>,
+        grad_w: &mut [F],
+        mut grad_x: ArrayViewMut2<'_, F>,
+    ) {
+        let (k, n) = (self.inputs(), self.outputs());
+        let rows = x.nrows();
+        debug_assert_eq!(grad_w.len(), k * n);
+        let weight = self.weight.as_slice();
+        if let (Some(x_s), Some(d), Some(w), true) = (
+            x.as_slice(),
+            delta.as_slice(),
+            weight,
+            grad_x.is_standard_layout(),
+        ) {
+            let gx = grad_x.as_slice_mut().expect("standard layout");
+            matmul((k, rows, n), x_s, true, d, false, grad_w, true);
+            matmul((rows, n, k), d, false, w, true, gx, false);
+            return;
+        }
+        let mut gw = ArrayViewMut2::from_shape((k, n), grad_w).expect("k × n gradient");
+        general_mat_mul(F::one(), &x.t(), &delta, F::one(), &mut gw);
+        general_mat_mul(F::one(), &delta, &self.weight.t(), F::zero(), &mut grad_x);
     }
 }
 
@@ -253,14 +307,69 @@ const TILE_ROWS: usize = 4;
 /// (stack memory: 8 KiB of `f32`, 128 rows of 16).
 const PANEL: usize = 2048;
 
-/// The operands of [`Dense::block_into`]: `c = ep(a·w + bias)`, `a` rows × k, `w` k × n.
+/// The operands of [`Dense::block_into`] and [`matmul`]: `c = ep(a·w + bias)` (or
+/// `c += a·w`, see [`Layout::add`]), `a` rows × k, `w` k × n, `c` row-major rows × n.
 struct Block<'a, F> {
     w: &'a [F],
+    /// `n` values, or empty for a plain product ([`matmul`]: no bias, and the epilogue
+    /// is not applied).
     bias: &'a [F],
     k: usize,
     n: usize,
     a: &'a [F],
     rows: usize,
+    layout: Layout,
+}
+
+/// How the operands of a [`Block`] are stored (the default: `a` and `w` row-major, `c`
+/// overwritten). The transposed layouts serve the backward pass, `∂J/∂W = xᵀ·δ` and
+/// `∂J/∂x = δ·Wᵀ`, without copying an operand.
+#[derive(Clone, Copy, Default)]
+struct Layout {
+    /// `a` is stored transposed: entry `(i, kk)` at `a[kk·rows + i]` (a row-major
+    /// k × rows matrix), instead of `a[i·k + kk]`.
+    a_t: bool,
+    /// `w` is stored transposed: entry `(kk, j)` at `w[j·k + kk]` (a row-major n × k
+    /// matrix), instead of `w[kk·n + j]`.
+    w_t: bool,
+    /// `c += a·w`: the sums start from the values in `c` (no bias, no epilogue needed).
+    add: bool,
+}
+
+/// `c = a·b`, or `c += a·b` when `add`, for `a` m × k and `b` k × n, each given as a
+/// row-major matrix or (`a_t`, `b_t`) as its transpose in row-major storage; `c` row-major
+/// m × n. The register tiles of [`Dense::block_into`], with the panel of `b` on the stack:
+/// no packing buffer, no allocation.
+#[allow(clippy::too_many_arguments)]
+fn matmul<F: Float>(
+    (m, k, n): (usize, usize, usize),
+    a: &[F],
+    a_t: bool,
+    b: &[F],
+    b_t: bool,
+    c: &mut [F],
+    add: bool,
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "matmul operands too small"
+    );
+    if k == 0 {
+        if !add {
+            c[..m * n].fill(F::zero());
+        }
+        return;
+    }
+    let block = Block {
+        w: b,
+        bias: &[],
+        k,
+        n,
+        a,
+        rows: m,
+        layout: Layout { a_t, w_t: b_t, add },
+    };
+    block.run(&mut c[..m * n], |v| v);
 }
 
 /// Which compilation of the tiles runs: both add the same terms in the same order as the
@@ -346,13 +455,24 @@ impl<F: Float> Block<'_, F> {
         for k0 in (0..k).step_by(per_panel) {
             let kc = per_panel.min(k - k0);
             let p = &mut panel[..kc * NR];
-            let rows = p.chunks_exact_mut(NR).zip(self.w[k0 * n + j0..].chunks(n));
-            if cols == NR {
+            if self.layout.w_t {
+                // `w` holds wᵀ (n × k): the panel's column `t` is row `j0 + t` of it.
+                if cols < NR {
+                    p.fill(F::zero());
+                }
+                for (t, src) in self.w[j0 * k..].chunks(k).take(cols).enumerate() {
+                    for (dst, &v) in p.chunks_exact_mut(NR).zip(&src[k0..k0 + kc]) {
+                        dst[t] = v;
+                    }
+                }
+            } else if cols == NR {
+                let rows = p.chunks_exact_mut(NR).zip(self.w[k0 * n + j0..].chunks(n));
                 for (dst, w) in rows {
                     let dst: &mut [F; NR] = dst.try_into().expect("panel rows of NR");
                     dst.copy_from_slice(&w[..NR]);
                 }
             } else {
+                let rows = p.chunks_exact_mut(NR).zip(self.w[k0 * n + j0..].chunks(n));
                 for (dst, w) in rows {
                     let mut row = [F::zero(); NR];
                     for (d, &w) in row.iter_mut().zip(&w[..cols]) {
@@ -362,7 +482,7 @@ impl<F: Float> Block<'_, F> {
                 }
             }
             let pass = Pass {
-                first: k0 == 0,
+                first: k0 == 0 && !self.layout.add,
                 last: k0 + kc == k,
             };
             // Tiles of four rows by two vectors, or of eight rows by one (so that either
@@ -390,20 +510,44 @@ impl<F: Float> Block<'_, F> {
         pass: Pass,
         kernel: Kernel,
     ) {
+        // The products of the backward pass (no bias, maybe a transposed `a`) have their
+        // own compilation of the tiles, so that the loops of the forward pass stay as
+        // they are.
+        if self.bias.is_empty() {
+            self.row_tiles_on::<NR, MR, true>(panel, j0, k0, c, ep, pass, kernel);
+        } else {
+            self.row_tiles_on::<NR, MR, false>(panel, j0, k0, c, ep, pass, kernel);
+        }
+    }
+
+    /// [`Block::row_tiles`] for a layer (`MM` false: bias and epilogue) or a plain
+    /// product ([`matmul`], `MM` true: the sums stored as they are, `a` maybe transposed).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn row_tiles_on<const NR: usize, const MR: usize, const MM: bool>(
+        &self,
+        panel: &[F],
+        j0: usize,
+        k0: usize,
+        c: &mut [F],
+        ep: &impl Fn(F) -> F,
+        pass: Pass,
+        kernel: Kernel,
+    ) {
         #[cfg(target_arch = "x86_64")]
         if kernel == Kernel::Avx2 {
             // SAFETY: `Kernel::detect` found the features `row_tiles_fma` is compiled for.
-            unsafe { self.row_tiles_fma::<NR, MR>(panel, j0, k0, c, ep, pass) };
+            unsafe { self.row_tiles_fma::<NR, MR, MM>(panel, j0, k0, c, ep, pass) };
             return;
         }
         let _ = kernel;
-        self.row_tiles_plain::<NR, MR>(panel, j0, k0, c, ep, pass);
+        self.row_tiles_plain::<NR, MR, MM>(panel, j0, k0, c, ep, pass);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[inline(never)]
-    fn row_tiles_fma<const NR: usize, const MR: usize>(
+    fn row_tiles_fma<const NR: usize, const MR: usize, const MM: bool>(
         &self,
         panel: &[F],
         j0: usize,
@@ -412,11 +556,11 @@ impl<F: Float> Block<'_, F> {
         ep: &impl Fn(F) -> F,
         pass: Pass,
     ) {
-        self.row_tiles_with::<true, NR, MR>(panel, j0, k0, c, ep, pass);
+        self.row_tiles_with::<true, NR, MR, MM>(panel, j0, k0, c, ep, pass);
     }
 
     #[inline(never)]
-    fn row_tiles_plain<const NR: usize, const MR: usize>(
+    fn row_tiles_plain<const NR: usize, const MR: usize, const MM: bool>(
         &self,
         panel: &[F],
         j0: usize,
@@ -425,11 +569,11 @@ impl<F: Float> Block<'_, F> {
         ep: &impl Fn(F) -> F,
         pass: Pass,
     ) {
-        self.row_tiles_with::<false, NR, MR>(panel, j0, k0, c, ep, pass);
+        self.row_tiles_with::<false, NR, MR, MM>(panel, j0, k0, c, ep, pass);
     }
 
     #[inline(always)]
-    fn row_tiles_with<const FMA: bool, const NR: usize, const MR: usize>(
+    fn row_tiles_with<const FMA: bool, const NR: usize, const MR: usize, const MM: bool>(
         &self,
         panel: &[F],
         j0: usize,
@@ -443,17 +587,22 @@ impl<F: Float> Block<'_, F> {
         for i0 in (0..self.rows).step_by(MR) {
             // The last tile repeats its last row in place of the missing ones.
             let valid = MR.min(self.rows - i0);
-            let a: [&[F]; MR] =
-                std::array::from_fn(|r| &self.a[(i0 + r.min(valid - 1)) * k + k0..][..kc]);
             let c = &mut c[i0 * n..(i0 + valid) * n];
-            self.tile_with::<FMA, NR, MR>(&a, panel, j0, c, ep, pass);
+            if MM && self.layout.a_t {
+                self.tile_t_with::<FMA, NR, MR>(i0, valid, k0, panel, j0, c, pass);
+            } else {
+                let a: [&[F]; MR] =
+                    std::array::from_fn(|r| &self.a[(i0 + r.min(valid - 1)) * k + k0..][..kc]);
+                self.tile_with::<FMA, NR, MR, MM>(&a, panel, j0, c, ep, pass);
+            }
         }
     }
 
     /// `acc[r][t] (+)= Σ_kk a[r][kk]·panel[kk][t]` (the terms in the order of `kk`, one
-    /// multiply-add per row and output, the accumulators in registers), then stored.
+    /// multiply-add per row and output, the accumulators in registers), then stored (as
+    /// they are when `MM`, a plain product).
     #[inline(always)]
-    fn tile_with<const FMA: bool, const NR: usize, const MR: usize>(
+    fn tile_with<const FMA: bool, const NR: usize, const MR: usize, const MM: bool>(
         &self,
         a: &[&[F]; MR],
         panel: &[F],
@@ -497,7 +646,7 @@ impl<F: Float> Block<'_, F> {
         }
         for (acc, c) in acc.iter().zip(c.chunks_exact_mut(n)) {
             let out = &mut c[j0..j0 + cols];
-            if !pass.last {
+            if !pass.last || MM {
                 out.copy_from_slice(&acc[..cols]);
             } else if cols == NR {
                 let bias: &[F; NR] = self.bias[j0..j0 + NR].try_into().expect("NR biases");
@@ -510,6 +659,52 @@ impl<F: Float> Block<'_, F> {
                     *o = ep(v + b);
                 }
             }
+        }
+    }
+
+    /// The tile of rows `i0..i0 + valid` for a transposed `a` (row `kk` of its storage
+    /// holds entry `kk` of every row), the sums added to `c` or stored as they are (a
+    /// [`matmul`]: no bias, no epilogue); the last tile repeats its last row.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn tile_t_with<const FMA: bool, const NR: usize, const MR: usize>(
+        &self,
+        i0: usize,
+        valid: usize,
+        k0: usize,
+        panel: &[F],
+        j0: usize,
+        c: &mut [F],
+        pass: Pass,
+    ) {
+        debug_assert!(self.bias.is_empty());
+        let n = self.n;
+        let cols = NR.min(n - j0);
+        let lda = self.rows;
+        let kc = panel.len() / NR;
+        let mut acc = [[F::zero(); NR]; MR];
+        if !pass.first {
+            for (acc, c) in acc.iter_mut().zip(c.chunks_exact(n)) {
+                acc[..cols].copy_from_slice(&c[j0..j0 + cols]);
+            }
+        }
+        let at = self.a[k0 * lda..(k0 + kc) * lda].chunks_exact(lda);
+        let w = panel
+            .chunks_exact(NR)
+            .map(|w| -> &[F; NR] { w.try_into().expect("NR") });
+        if valid == MR {
+            for (x, w) in at.zip(w) {
+                let x: &[F; MR] = x[i0..i0 + MR].try_into().expect("MR");
+                multiply_add::<F, FMA, NR, MR>(&mut acc, *x, w);
+            }
+        } else {
+            let idx: [usize; MR] = std::array::from_fn(|r| i0 + r.min(valid - 1));
+            for (x, w) in at.zip(w) {
+                multiply_add::<F, FMA, NR, MR>(&mut acc, idx.map(|i| x[i]), w);
+            }
+        }
+        for (acc, c) in acc.iter().zip(c.chunks_exact_mut(n)) {
+            c[j0..j0 + cols].copy_from_slice(&acc[..cols]);
         }
     }
 }
@@ -977,7 +1172,9 @@ impl<F: Float> Mlp<F> {
     /// of [`Mlp::visit_params`]) and writes `∂J/∂input` into `input_grad`
     /// (`rows × inputs`, overwritten). `scratch` needs `rows ·` [`Mlp::max_hidden`]
     /// elements (contents unspecified). `tape.pre` is consumed (it holds the hidden
-    /// layers' deltas on exit). Allocates nothing itself.
+    /// layers' deltas on exit). Allocates nothing itself when `input`, `out_grad` and
+    /// `input_grad` are in standard layout (a strided one goes through ndarray's
+    /// `general_mat_mul`, which allocates a packing buffer per product).
     pub fn backward_block(
         &self,
         input: ArrayView2<'_, F>,
@@ -1035,35 +1232,35 @@ impl<F: Float> Mlp<F> {
             let (gw, gb) = param_grad[start..grad_end].split_at_mut(n_in * n_out);
             grad_end = start;
             // ∂J/∂b = Σ_rows δ
-            for row in delta.rows() {
-                for (g, &d) in gb.iter_mut().zip(row) {
-                    *g += d;
+            match delta.as_slice() {
+                Some(d) => {
+                    for row in d.chunks_exact(n_out) {
+                        for (g, &d) in gb.iter_mut().zip(row) {
+                            *g += d;
+                        }
+                    }
+                }
+                None => {
+                    for row in delta.rows() {
+                        for (g, &d) in gb.iter_mut().zip(row) {
+                            *g += d;
+                        }
+                    }
                 }
             }
-            let mut gw = ArrayViewMut2::from_shape((n_in, n_out), gw).expect("layout");
+            // ∂J/∂W = (layer input)ᵀ·δ, ∂J/∂(layer input) = δ·Wᵀ
             if l == 0 {
-                // ∂J/∂W = inputᵀ·δ, ∂J/∂input = δ·Wᵀ
-                general_mat_mul(F::one(), &input.t(), &delta, F::one(), &mut gw);
-                general_mat_mul(
-                    F::one(),
-                    &delta,
-                    &layer.weight.t(),
-                    F::zero(),
-                    &mut input_grad,
-                );
+                layer.backward(input, delta, gw, input_grad.view_mut());
             } else {
                 let len = rows * n_in;
                 let prev_post = ArrayView2::from_shape((rows, n_in), &post[pre_end - len..pre_end])
                     .expect("tape sized above");
-                general_mat_mul(F::one(), &prev_post.t(), &delta, F::one(), &mut gw);
-                let mut da = ArrayViewMut2::from_shape((rows, n_in), &mut scratch[..len])
+                let da = ArrayViewMut2::from_shape((rows, n_in), &mut scratch[..len])
                     .expect("scratch sized above");
-                general_mat_mul(F::one(), &delta, &layer.weight.t(), F::zero(), &mut da);
+                layer.backward(prev_post, delta, gw, da);
                 // δ of the layer below = ∂J/∂a ⊙ act'(z), written over z.
                 let (rest, z) = std::mem::take(&mut pre).split_at_mut(pre_end - len);
-                for (z, &g) in z.iter_mut().zip(&scratch[..len]) {
-                    *z = g * act.derivative(*z);
-                }
+                act.mul_derivative(z, &scratch[..len]);
                 pre = rest;
                 pre_end -= len;
                 let z: &[F] = z;
@@ -1379,6 +1576,7 @@ mod tests {
                 n,
                 a: &a,
                 rows,
+                layout: Layout::default(),
             };
             let mut c = vec![f32::NAN; rows * n];
             block.columns::<16, 8>(&mut c, &|v| v, Kernel::Plain);
@@ -1697,6 +1895,133 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Every layout of [`matmul`] (either operand transposed, overwriting or adding), on
+    /// shapes that exercise the tiles' edges and a `k` longer than a panel, against the
+    /// naive product in f64.
+    fn matmul_matches<F: Float>(tol: f64) {
+        let mut r = rng(14);
+        let mut draw =
+            |len: usize| -> Vec<F> { (0..len).map(|_| F::of(r.random_range(-1.0..1.0))).collect() };
+        for m in [1, 4, 5, 13] {
+            for k in [0, 1, 3, 131, 300] {
+                for n in [1, 5, 16, 17, 33] {
+                    let (a, b, start) = (draw(m * k), draw(k * n), draw(m * n));
+                    for (a_t, b_t, add) in (0..8).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0)) {
+                        let at = |i: usize, kk: usize| {
+                            let v = if a_t { a[kk * m + i] } else { a[i * k + kk] };
+                            v.to_f64_lossless()
+                        };
+                        let bt = |kk: usize, j: usize| {
+                            let v = if b_t { b[j * k + kk] } else { b[kk * n + j] };
+                            v.to_f64_lossless()
+                        };
+                        let mut c = start.clone();
+                        matmul((m, k, n), &a, a_t, &b, b_t, &mut c, add);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let base = if add {
+                                    start[i * n + j].to_f64_lossless()
+                                } else {
+                                    0.0
+                                };
+                                let e = base + (0..k).map(|kk| at(i, kk) * bt(kk, j)).sum::<f64>();
+                                let got = c[i * n + j].to_f64_lossless();
+                                let bound = tol * (1.0 + e.abs()) * (k as f64 + 1.0).sqrt();
+                                assert!(
+                                    (got - e).abs() <= bound,
+                                    "m {m} k {k} n {n} a_t {a_t} b_t {b_t} add {add}: {got} vs {e}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_matches_naive_products_in_every_layout() {
+        matmul_matches::<f64>(1e-14);
+        matmul_matches::<f32>(1e-6);
+    }
+
+    /// The portable tiles in the transposed layouts (what processors without AVX2 and FMA
+    /// run) against the naive product.
+    #[test]
+    fn portable_tiles_in_transposed_layouts() {
+        let mut r = rng(16);
+        for (m, k, n) in [(1, 5, 3), (9, 200, 33), (13, 7, 16), (6, 131, 2)] {
+            let a: Vec<f32> = (0..m * k).map(|_| r.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| r.random_range(-1.0..1.0)).collect();
+            for (a_t, w_t) in [(true, false), (false, true), (true, true)] {
+                let start: Vec<f32> = (0..m * n).map(|_| r.random_range(-1.0..1.0)).collect();
+                let block = Block {
+                    w: &b,
+                    bias: &[],
+                    k,
+                    n,
+                    a: &a,
+                    rows: m,
+                    layout: Layout {
+                        a_t,
+                        w_t,
+                        add: true,
+                    },
+                };
+                let mut c = start.clone();
+                block.columns::<16, 8>(&mut c, &|v| v, Kernel::Plain);
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut e = start[i * n + j] as f64;
+                        for kk in 0..k {
+                            let x = if a_t { a[kk * m + i] } else { a[i * k + kk] };
+                            let w = if w_t { b[j * k + kk] } else { b[kk * n + j] };
+                            e += x as f64 * w as f64;
+                        }
+                        let got = c[i * n + j] as f64;
+                        assert!((got - e).abs() <= 1e-5 * (1.0 + e.abs()), "{got} vs {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Strided operands take the `general_mat_mul` path: the same gradients.
+    #[test]
+    fn backward_block_accepts_strided_operands() {
+        let mut r = rng(15);
+        let mut net: Mlp<f64> = Mlp::new(3, &[6, 5], 4, Activation::Tanh, &mut r);
+        randomise(&mut net, &mut r);
+        let x = random_input(9, 3, &mut r);
+        let g = random_input(9, 4, &mut r);
+        let mut expected = vec![0.0; net.param_len()];
+        let expected_input = backward(&net, &x, &g, &mut expected);
+        let x_f = x.t().as_standard_layout().to_owned().reversed_axes();
+        let g_f = g.t().as_standard_layout().to_owned().reversed_axes();
+        assert!(!x_f.is_standard_layout() && !g_f.is_standard_layout());
+        let (_, mut pre, mut post) = tape_forward(&net, &x);
+        let mut input_grad = Array2::from_elem((3, 9), f64::NAN).reversed_axes();
+        let mut param_grad = vec![0.0; net.param_len()];
+        let mut scratch = vec![f64::NAN; 9 * net.max_hidden()];
+        net.backward_block(
+            x_f.view(),
+            &mut MlpTape {
+                pre: &mut pre,
+                post: &mut post,
+            },
+            g_f.view(),
+            input_grad.view_mut(),
+            &mut param_grad,
+            &mut scratch,
+        );
+        for (a, e) in input_grad.iter().zip(&expected_input) {
+            assert!(close(*a, *e, 1e-13), "{a} vs {e}");
+        }
+        for (a, e) in param_grad.iter().zip(&expected) {
+            assert!(close(*a, *e, 1e-13), "{a} vs {e}");
         }
     }
 

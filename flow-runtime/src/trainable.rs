@@ -43,7 +43,8 @@ pub trait Trainable<F: Float>: Density<F> {
 
     /// `log p(x_i)` per row; adds `∂J/∂θ` of `J = Σ_i weight[i]·log p(x_i)` into
     /// `param_grad` (length [`Trainable::param_len`]) and, if given, writes `∂J/∂x` into
-    /// `grad_x` (the shape of `x`).
+    /// `grad_x` (the shape of `x`). Runs on the calling thread, block by block; allocates
+    /// only the returned array once this thread's scratch has grown to the batch size.
     fn log_prob_and_grad(
         &self,
         x: ArrayView2<'_, F>,
@@ -96,8 +97,18 @@ pub trait Trainable<F: Float>: Density<F> {
     }
 
     /// The mean negative log-likelihood of the rows of `x`, adding its gradient with
-    /// respect to the parameters into `param_grad`. Allocates nothing in steady state.
-    /// A row outside the support makes the loss `+inf` (and the gradient non-finite).
+    /// respect to the parameters into `param_grad`. A row outside the support makes the
+    /// loss `+inf` (and the gradient non-finite).
+    ///
+    /// A batch of at least 2·64 rows is cut in two halves, run through `rayon::join` (on
+    /// two threads when the pool has them, one after the other on the calling thread
+    /// otherwise), the second half's gradient in a spare buffer that is then added. The
+    /// split and the order of the sums depend only on the batch size, so the loss and the
+    /// gradient are the same, bit for bit, whatever the number of threads.
+    ///
+    /// Allocates nothing in steady state (once this thread's scratch has grown to the
+    /// batch size) when run on one thread, e.g. inside a one-thread rayon pool; across
+    /// threads, rayon's job queues allocate now and then.
     fn nll_and_grad(&self, x: ArrayView2<'_, F>, param_grad: &mut [F]) -> Result<F, FlowError> {
         check_batch(x, self.dim())?;
         check_len("param_grad", param_grad.len(), self.param_len())?;
@@ -106,10 +117,7 @@ pub trait Trainable<F: Float>: Density<F> {
             return Ok(F::zero());
         }
         let weight = -F::one() / F::of(n as f64);
-        // Two cores: each half of the batch on its own, the second half's gradient in a
-        // spare buffer that is then added. The split depends only on `n`, so results are
-        // reproducible.
-        let total = if n >= 2 * PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1 {
+        let total = if n >= 2 * PARALLEL_MIN_ROWS {
             let (first, second) = x.split_at(Axis(0), n / 2);
             let mut spare = F::with_scratch(|s| std::mem::take(&mut s.spare_grad));
             spare.clear();
@@ -148,7 +156,8 @@ pub trait Trainable<F: Float>: Density<F> {
     }
 }
 
-/// Rows below which a batch is not split across threads.
+/// Rows below which [`Trainable::nll_and_grad`] does not split a batch in halves (a
+/// half has at least this many rows).
 const PARALLEL_MIN_ROWS: usize = 64;
 
 /// `Σ_i log p(x_i)`, adding the gradient of `Σ_i weight·log p(x_i)` into `param_grad`, on

@@ -258,7 +258,7 @@ const TILE_ROWS: usize = 16;
 ///
 /// Each row's log-dets are summed in column order from zero and then added to its
 /// `log_det` entry (rows beyond `log_det.len()` are left alone). `f` is called once per
-/// entry, in an unspecified order: tiles of up to [`TILE_ROWS`] rows, column by column, so
+/// entry, in an unspecified order: tiles of up to [`LANES`] rows, column by column, so
 /// that the kernels of independent entries vectorise. A batch that is not in standard
 /// layout is processed in a standard-layout copy.
 ///
@@ -402,7 +402,7 @@ fn map_tiles_avx2<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl
     map_tiles(data, lds, cols, f)
 }
 
-/// [`map_tiles`] compiled for the target's baseline whatever the processor has: the
+/// `map_tiles` compiled for the target's baseline whatever the processor has: the
 /// reference that tests compare the dispatched compilation against, bit for bit.
 #[doc(hidden)]
 pub fn map_rows_baseline<F: Float>(
