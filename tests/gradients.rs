@@ -109,6 +109,23 @@ fn nll_is_the_mean_negative_log_prob<M: Case + Trainable<f64>>() {
         .log_prob_and_grad(x.view(), w.view(), &mut g2, None)
         .unwrap();
     assert!(max_rel_diff(&g1, &g2) < 1e-12, "{}: nll gradient", M::NAME);
+    // The named views of the gradient tile the flat buffer in the parameters' order.
+    let mut names = Vec::new();
+    let mut params = Vec::new();
+    model.visit_params(&mut |layer, tensor, _, _| params.push(format!("{layer}.{tensor}")));
+    let mut offset = 0;
+    model.visit_grads(&g1, &mut |layer, tensor, shape, grad| {
+        assert_eq!(shape.iter().product::<usize>(), grad.len());
+        assert_eq!(grad, &g1[offset..offset + grad.len()]);
+        offset += grad.len();
+        names.push(format!("{layer}.{tensor}"));
+    });
+    assert_eq!(
+        (offset, &names),
+        (n, &params),
+        "{}: gradient views",
+        M::NAME
+    );
     model.nll_and_grad(x.view(), &mut g1).unwrap();
     let doubled: Vec<f64> = g2.iter().map(|g| 2.0 * g).collect();
     assert!(

@@ -576,10 +576,14 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
             ));
         }
         if log_lines && (done % log_every == 0 || done == total) {
-            eprintln!(
-                "step {done}/{total}  train {smoothed:.4}  val {:.4}  best {best_val:.4}",
-                val()
-            );
+            if validation.is_some() {
+                eprintln!(
+                    "step {done}/{total}  train {smoothed:.4}  val {:.4}  best {best_val:.4}",
+                    val()
+                );
+            } else {
+                eprintln!("step {done}/{total}  train {smoothed:.4}");
+            }
         }
         if report.stopped_early {
             break;

@@ -137,6 +137,21 @@ pub trait Trainable<F: Float>: Density<F> {
         Ok(-total / F::of(n as f64))
     }
 
+    /// The flat gradient buffer `grad` (length [`Trainable::param_len`]) as named views:
+    /// visits `(layer field, tensor name, shape, gradient)` tensor by tensor, in the layout
+    /// of [`Trainable::visit_params`].
+    ///
+    /// # Panics
+    /// If `grad` is shorter than [`Trainable::param_len`].
+    #[allow(clippy::type_complexity)]
+    fn visit_grads(&self, grad: &[F], visit: &mut dyn FnMut(&str, &str, &[usize], &[F])) {
+        let mut offset = 0;
+        self.visit_params(&mut |layer, tensor, shape, values| {
+            visit(layer, tensor, shape, &grad[offset..offset + values.len()]);
+            offset += values.len();
+        });
+    }
+
     /// Copies the parameters into `out` (length [`Trainable::param_len`]), flat.
     fn params_to_slice(&self, out: &mut [F]) {
         let mut offset = 0;
