@@ -139,9 +139,9 @@ fn build(seed: u64, torch_init: bool) -> MoonsNvp {
 }
 
 /// How many training steps (batch 256, Adam) of `model` fit in `budget` seconds here:
-/// times 60 steps on a copy and plans for 55% of the budget, leaving the rest for what else
-/// `fit` does (drawing the batches, the validation passes) and for the machine's variation
-/// (measured here: a step inside `fit` took up to 1.7× the timed one), within
+/// times 60 steps on a copy and plans for 85% of the budget, leaving the rest for what else
+/// `fit` does (drawing the batches, the validation passes) and for the machine's variation,
+/// within
 /// [`BEST_STEPS`].
 fn steps_within(
     budget: f64,
@@ -167,7 +167,7 @@ fn steps_within(
         step(&mut probe)?;
     }
     let per_step = start.elapsed().as_secs_f64() / TIMED as f64;
-    let steps = (0.55 * budget / per_step) as usize;
+    let steps = (0.85 * budget / per_step) as usize;
     Ok(steps.clamp(BEST_STEPS.0, BEST_STEPS.1))
 }
 
