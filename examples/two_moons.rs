@@ -206,6 +206,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             validation_fraction: 0.05,
             eval_every: Some(250),
             patience: None,
+            // The step count is planned for the budget; the limit keeps a slow moment
+            // of the machine from running past it.
+            max_seconds: opts.steps.is_none().then_some(TRAINING_BUDGET_SECONDS),
             seed: opts.seed,
             ..Default::default()
         },
@@ -225,8 +228,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         .mean()
         .unwrap_or(f64::NAN);
     println!(
-        "trained {} steps in {:.2} s ({} skipped); test NLL {test_nll:.4} nats (floor {NLL_FLOOR})",
-        report.steps, report.seconds, report.skipped_steps
+        "trained {} steps in {:.2} s ({} skipped{}); test NLL {test_nll:.4} nats (floor {NLL_FLOOR})",
+        report.steps,
+        report.seconds,
+        report.skipped_steps,
+        if report.out_of_time {
+            ", stopped at the time limit"
+        } else {
+            ""
+        }
     );
 
     pictures(&model, &train, &report, &opts)?;

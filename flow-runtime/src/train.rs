@@ -377,6 +377,10 @@ pub struct FitOptions {
     /// Stop after this many evaluations in a row without a new best validation NLL
     /// (`Some(5)`; `None`: never stop early).
     pub patience: Option<usize>,
+    /// Stop after the step that ends past this many seconds of training (`None`: no time
+    /// limit), evaluating the validation NLL once more. The number of steps then depends
+    /// on the machine's speed, so results are reproducible only with `None`.
+    pub max_seconds: Option<f64>,
     /// Seed of the shuffling RNG: the same seed, data and model give bit-identical results.
     pub seed: u64,
     /// Show progress on stderr (step, train loss, validation loss): a progress bar on a
@@ -398,6 +402,7 @@ impl Default for FitOptions {
             validation_fraction: 0.1,
             eval_every: None,
             patience: Some(5),
+            max_seconds: None,
             seed: 0,
             progress: true,
         }
@@ -423,6 +428,8 @@ pub struct FitReport {
     pub steps: usize,
     /// Whether training stopped because the validation NLL stopped improving.
     pub stopped_early: bool,
+    /// Whether training stopped at [`FitOptions::max_seconds`].
+    pub out_of_time: bool,
     /// Wall-clock time of the whole fit, in seconds.
     pub seconds: f64,
 }
@@ -505,6 +512,7 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
         skipped_steps: 0,
         steps: 0,
         stopped_early: false,
+        out_of_time: false,
         seconds: 0.0,
     };
     let mut best_val = f64::INFINITY;
@@ -558,10 +566,13 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
         }
         let done = step + 1;
         report.steps = done;
+        report.out_of_time = options
+            .max_seconds
+            .is_some_and(|limit| start.elapsed().as_secs_f64() >= limit);
 
         let mut evaluated = false;
         if let Some(val) = &validation
-            && (done % eval_every == 0 || done == total)
+            && (done % eval_every == 0 || done == total || report.out_of_time)
         {
             evaluated = true;
             let v = validation_nll(&*model, val.view())?;
@@ -601,7 +612,7 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
                 eprintln!("step {done}/{total}  train {smoothed:.4}");
             }
         }
-        if report.stopped_early {
+        if report.stopped_early || report.out_of_time {
             break;
         }
     }
@@ -1150,6 +1161,36 @@ mod tests {
             ..options
         });
         assert_ne!(a.0, c.0);
+    }
+
+    #[test]
+    fn fit_stops_at_its_time_limit_after_a_last_evaluation() {
+        let data = gaussian_data(2000, &[1.0, -1.0], &[1.0, 2.0], 6);
+        let mut model = Gaussian::<f64>::new(&[0.0, 0.0], &[0.0, 0.0]);
+        let options = FitOptions {
+            max_steps: Some(1000),
+            eval_every: Some(100),
+            max_seconds: Some(0.0),
+            ..quiet()
+        };
+        let report = fit(&mut model, data.view(), &options).unwrap();
+        assert!(report.out_of_time && !report.stopped_early);
+        assert_eq!(report.steps, 1);
+        assert_eq!(
+            report.val_loss.iter().map(|&(s, _)| s).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        let unlimited = fit(
+            &mut Gaussian::<f64>::new(&[0.0, 0.0], &[0.0, 0.0]),
+            data.view(),
+            &FitOptions {
+                max_steps: Some(20),
+                ..quiet()
+            },
+        )
+        .unwrap();
+        assert!(!unlimited.out_of_time);
+        assert_eq!(unlimited.steps, 20);
     }
 
     #[test]
