@@ -161,9 +161,19 @@ pub trait Run<F: Float> {
     fn run_inverse(&self, j: usize, v: F, acc: &mut F) -> F;
     /// [`Run::run_forward`] on [`LANES`] rows: each layer in turn over all of them (a
     /// short loop of one kernel, which vectorises), bit for bit the same.
-    fn forward_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]);
+    #[inline(always)]
+    fn forward_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
+        for (v, acc) in v.iter_mut().zip(acc.iter_mut()) {
+            *v = self.run_forward(j, *v, acc);
+        }
+    }
     /// [`Run::run_inverse`] on [`LANES`] rows, each layer in turn.
-    fn inverse_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]);
+    #[inline(always)]
+    fn inverse_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
+        for (v, acc) in v.iter_mut().zip(acc.iter_mut()) {
+            *v = self.run_inverse(j, *v, acc);
+        }
+    }
 }
 
 impl<F: Float, T: Elementwise<F> + ?Sized> Run<F> for &T {
@@ -178,18 +188,6 @@ impl<F: Float, T: Elementwise<F> + ?Sized> Run<F> for &T {
         let (x, l) = Elementwise::inverse(*self, j, v);
         *acc += l;
         x
-    }
-    #[inline(always)]
-    fn forward_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
-        for (v, acc) in v.iter_mut().zip(acc.iter_mut()) {
-            *v = self.run_forward(j, *v, acc);
-        }
-    }
-    #[inline(always)]
-    fn inverse_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
-        for (v, acc) in v.iter_mut().zip(acc.iter_mut()) {
-            *v = self.run_inverse(j, *v, acc);
-        }
     }
 }
 
@@ -252,9 +250,10 @@ impl<F: Float, R: Run<F>> ScalarMap<F> for Inverse<R> {
 /// vectorises.
 const TILE_ROWS: usize = 16;
 
-/// Applies the scalar map `f(j, value) -> (new value, log-det)` to every entry of `x` in
-/// one pass, adding each row's summed log-det to `log_det`. The generated code passes a
-/// closure that chains several [`Elementwise`] kernels, which is how they are fused.
+/// Applies the scalar map `f` (new value and log-det of `(j, value)`) to every entry of
+/// `x` in one pass, adding each row's summed log-det to `log_det`. The generated code
+/// passes [`Forward`] or [`Inverse`] of a nested run of [`Elementwise`] layers, which is
+/// how they are fused; a closure works too.
 ///
 /// Each row's log-dets are summed in column order from zero and then added to its
 /// `log_det` entry (rows beyond `log_det.len()` are left alone). `f` is called once per
