@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use proc_macro2::Span;
 use syn::Error;
 
-use crate::ir::{Base, CouplingSpec, Dim, Flow, Layer, LayerKind, MaskSpec, PermuteSpec, Support};
+use crate::ir::{
+    AutoregressiveSpec, CouplingSpec, CouplingTransform, Dim, Flow, Layer, LayerKind, MaskSpec,
+    PermuteSpec, SplineSpec, Support,
+};
 
 /// What checking learned about a valid flow.
 #[derive(Debug)]
@@ -39,6 +42,7 @@ pub struct DimRule {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DimBound {
     AtLeast(u64),
+    AtMost(u64),
     Equals(u64),
 }
 
@@ -104,8 +108,81 @@ fn check_layer(
             "`scale(0.0)` is not a bijection: it sends every value to 0; use a non-zero factor, or a learnable `scale`",
         )),
         LayerKind::Permute(PermuteSpec::Explicit { perm, span }) => check_permutation(perm, *span, dim, errors, dim_rules),
-        LayerKind::Coupling(spec) => check_coupling(spec, layer.span, dim, errors, dim_rules),
+        LayerKind::Coupling(spec) => {
+            check_transform(&spec.transform, errors);
+            check_coupling(spec, layer.span, dim, errors, dim_rules);
+        }
+        LayerKind::Spline(spec) => check_spline(spec, errors),
+        LayerKind::Linear(_, Some((width, place))) => match dim {
+            Some(d) if *width != d as u64 => errors.push(place.error(format!(
+                "`linear({width})` on dim = {d} is not a bijection: an invertible linear map is square, {d} × {d}; write `linear` (its width is always `dim`)"
+            ))),
+            Some(_) => {}
+            None => dim_rules.push(DimRule::new(
+                DimBound::Equals(*width),
+                place.first,
+                format!("flow!: `linear({width})` is square only when the flow's dim is {width}: instantiate it with {width}, or write `linear`"),
+            )),
+        },
+        LayerKind::Autoregressive(spec) => {
+            check_transform(&spec.transform, errors);
+            check_made(spec, layer, dim, errors, dim_rules);
+        }
         _ => {}
+    }
+}
+
+/// A spline needs a bin and a positive, finite bound.
+fn check_spline(spec: &SplineSpec, errors: &mut Vec<Error>) {
+    let (bins, place) = spec.bins;
+    if bins == 0 {
+        errors.push(place.error(
+            "a spline with no bins is not a bijection of [−bound, bound] (it has no pieces to map it with); use `bins = 8` or any count ≥ 1",
+        ));
+    }
+    let bound = spec.bound;
+    if bound.value <= 0.0 {
+        errors.push(bound.place.error(format!(
+            "a spline's `bound` is the half-width of the interval [−bound, bound] it reshapes, so it must be positive, found {:?}; use e.g. `bound = 5.0` (outside it the spline is the identity)",
+            bound.value
+        )));
+    }
+}
+
+fn check_transform(transform: &CouplingTransform, errors: &mut Vec<Error>) {
+    if let CouplingTransform::Spline(spec) = transform {
+        check_spline(spec, errors);
+    }
+}
+
+/// MADE's rule: every hidden layer has at least `dim − 1` units, or some coordinate's
+/// outputs could not see all the coordinates before it in the order.
+fn check_made(
+    spec: &AutoregressiveSpec,
+    layer: &Layer,
+    dim: Option<usize>,
+    errors: &mut Vec<Error>,
+    dim_rules: &mut Vec<DimRule>,
+) {
+    let name = layer.kind.name();
+    for &(h, place) in &spec.hidden {
+        if h == 0 {
+            errors.push(place.error("a hidden layer needs at least 1 unit; use a width like 64"));
+            continue;
+        }
+        match dim {
+            Some(d) if h + 1 < d as u64 => errors.push(place.error(format!(
+                "`{name}` on dim = {d} needs every hidden layer to have at least dim − 1 = {} units, so that each coordinate's outputs can see every coordinate before it in the order (MADE's degrees 1..dim−1 each need a unit); this one has {h}: use `hidden = [{}]` or wider",
+                d - 1,
+                (d - 1).max(64)
+            ))),
+            Some(_) => {}
+            None => dim_rules.push(DimRule::new(
+                DimBound::AtMost(h + 1),
+                place.first,
+                format!("flow!: an autoregressive hidden layer of {h} units sees every preceding coordinate only when dim <= {}: instantiate the flow with a smaller dimension, or widen `hidden`", h + 1),
+            )),
+        }
     }
 }
 
@@ -262,10 +339,7 @@ fn track_supports(
     unknown_support_at: &[usize],
     errors: &mut Vec<Error>,
 ) -> Option<FinalSupport> {
-    let (start, origin) = match flow.base {
-        Base::Normal => (Support::Real, "the normal base"),
-        Base::Uniform => (Support::UnitInterval, "the uniform base"),
-    };
+    let (start, origin) = (flow.base.support(), flow.base.origin());
     let mut coords = match flow.dim.known() {
         Some(d) => Coordinates::Known(vec![(Some(start), origin); d]),
         None => Coordinates::Generic {
@@ -337,6 +411,15 @@ fn step(coords: Coordinates, layer: &Layer, errors: &mut Vec<Error>) -> Coordina
                     .map(|(s, k)| if k { s } else { (Some(Support::Real), name) })
                     .collect(),
             )
+        }
+        (Coordinates::Known(c), LayerKind::Linear(..) | LayerKind::Autoregressive(_)) => {
+            Coordinates::Known(vec![(Some(Support::Real), name); c.len()])
+        }
+        (Coordinates::Generic { .. }, LayerKind::Linear(..) | LayerKind::Autoregressive(_)) => {
+            Coordinates::Generic {
+                set: [(key(Support::Real), name)].into(),
+                unknown: false,
+            }
         }
         (generic @ Coordinates::Generic { .. }, LayerKind::Permute(_)) => generic,
         (Coordinates::Generic { mut set, unknown }, LayerKind::Coupling(_)) => {
@@ -574,5 +657,95 @@ mod tests {
         let m = run(quote!(pub struct S<const D: usize> { dim = D; coupling(mask = even); logit }))
             .unwrap_err();
         assert!(m[0].contains("`logit` needs"), "{m:?}");
+    }
+
+    #[test]
+    fn new_layers_are_accepted_with_their_defaults() {
+        let checked = run(quote!(
+            dim = 3;
+            actnorm;
+            spline;
+            linear;
+            linear(seed = 2);
+            linear(orthogonal);
+            linear(3);
+            autoregressive(hidden = [2]);
+            inverse_autoregressive(transform = spline(bins = 4), order = reverse);
+            coupling(mask = even, transform = spline(bins = 1, bound = 0.5));
+            autoregressive(seed = 7, transform = additive)
+        ))
+        .unwrap();
+        assert_eq!(
+            checked.final_support,
+            FinalSupport::PerCoordinate(vec![Support::Real; 3])
+        );
+    }
+
+    #[test]
+    fn spline_rules() {
+        let e = run(quote!(dim = 2; spline(bins = 0); spline(bound = -1.0); coupling(mask = even, transform = spline(bound = 0.0)))).unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("a spline with no bins is not a bijection"),
+            "{e:?}"
+        );
+        assert!(e[1].contains("must be positive, found -1.0"), "{e:?}");
+        assert!(e[2].contains("must be positive, found 0.0"), "{e:?}");
+    }
+
+    #[test]
+    fn linear_must_be_square() {
+        let e = run(quote!(dim = 2; linear(3))).unwrap_err();
+        assert!(
+            e[0].starts_with("`linear(3)` on dim = 2 is not a bijection"),
+            "{e:?}"
+        );
+        let generic = run(quote!(struct S<const D: usize> { dim = D; linear(3) })).unwrap();
+        assert!(
+            generic
+                .dim_rules
+                .iter()
+                .any(|r| r.bound == DimBound::Equals(3))
+        );
+    }
+
+    #[test]
+    fn made_needs_dim_minus_one_hidden_units() {
+        let e = run(
+            quote!(dim = 5; autoregressive(hidden = [4, 3]); inverse_autoregressive(hidden = [8])),
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("`autoregressive` on dim = 5 needs every hidden layer to have at least dim − 1 = 4 units"),
+            "{e:?}"
+        );
+        let e = run(quote!(dim = 1; autoregressive(hidden = [0]))).unwrap_err();
+        assert!(
+            e[0].starts_with("a hidden layer needs at least 1 unit"),
+            "{e:?}"
+        );
+        let generic =
+            run(quote!(struct S<const D: usize> { dim = D; autoregressive(hidden = [16]) }))
+                .unwrap();
+        assert!(
+            generic
+                .dim_rules
+                .iter()
+                .any(|r| r.bound == DimBound::AtMost(17))
+        );
+    }
+
+    #[test]
+    fn linear_and_autoregressive_layers_widen_supports_to_the_reals() {
+        let e = run(quote!(dim = 2; sigmoid; linear; logit)).unwrap_err();
+        assert!(e[0].contains("coming from `linear`"), "{e:?}");
+        let e = run(quote!(dim = 2; sigmoid; autoregressive; logit)).unwrap_err();
+        assert!(e[0].contains("coming from `autoregressive`"), "{e:?}");
+        let e = run(quote!(dim = 2; sigmoid; spline; logit)).unwrap_err();
+        assert!(e[0].contains("coming from `spline`"), "{e:?}");
+        run(quote!(dim = 2; base = student_t(df = 3.0); tanh; atanh)).unwrap();
+        let e = run(quote!(dim = 2; base = logistic; logit)).unwrap_err();
+        assert!(e[0].contains("the logistic base"), "{e:?}");
     }
 }

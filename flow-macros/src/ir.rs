@@ -42,12 +42,18 @@ impl Dim {
 }
 
 /// The base distribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Base {
     /// N(0, I)
     Normal,
+    /// `normal(learnable)`: N(μ, diag σ²) with learned μ and log σ, starting at N(0, I).
+    LearnableNormal,
     /// U(0, 1)^D
     Uniform,
+    /// `student_t(df = ν)`: independent standard Student-t coordinates.
+    StudentT { df: f64 },
+    /// `logistic`: independent standard logistic coordinates.
+    Logistic,
 }
 
 /// The element type.
@@ -93,6 +99,60 @@ pub enum LayerKind {
     },
     Permute(PermuteSpec),
     Coupling(CouplingSpec),
+    /// `spline(bins = 8, bound = 5.0)`: a learnable rational-quadratic spline per coordinate.
+    Spline(SplineSpec),
+    /// `linear`, `linear(seed = k)` (LU with a seeded permutation) or `linear(orthogonal)`;
+    /// `linear(n)` writes the width, which must be `dim` (a linear bijection is square).
+    Linear(LinearSpec, Option<(u64, Place)>),
+    /// `autoregressive(..)` (MAF) or `inverse_autoregressive(..)` (IAF).
+    Autoregressive(AutoregressiveSpec),
+    /// `actnorm`: a per-coordinate affine map initialised from the first batch of data.
+    ActNorm,
+}
+
+/// A rational-quadratic spline's options: `bins` bins on `[−bound, bound]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SplineSpec {
+    pub bins: (u64, Place),
+    pub bound: Num,
+}
+
+impl SplineSpec {
+    /// zuko's and nflows' defaults: 8 bins on [−5, 5].
+    pub fn default_at(place: Place) -> Self {
+        SplineSpec {
+            bins: (8, place),
+            bound: Num { value: 5.0, place },
+        }
+    }
+}
+
+/// Which invertible linear map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearSpec {
+    /// `P·L·U`, with `P` the identity or `permute(seed = k)`'s permutation.
+    Lu { seed: Option<u64> },
+    /// A product of `dim` Householder reflections.
+    Orthogonal,
+}
+
+/// An autoregressive layer's options, defaults filled in.
+#[derive(Debug, Clone)]
+pub struct AutoregressiveSpec {
+    /// `false`: MAF (one pass towards the base); `true`: IAF (one pass towards the data).
+    pub inverse: bool,
+    pub transform: CouplingTransform,
+    pub hidden: Vec<(u64, Place)>,
+    pub activation: Activation,
+    pub order: Order,
+}
+
+/// The autoregressive order of the coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Natural,
+    Reverse,
+    Seed(u64),
 }
 
 /// How a `permute` is given.
@@ -147,10 +207,13 @@ impl MaskSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a coupling (or autoregressive layer) transforms a coordinate from its conditioner's
+/// outputs.
+#[derive(Debug, Clone, Copy)]
 pub enum CouplingTransform {
     Affine,
     Additive,
+    Spline(SplineSpec),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

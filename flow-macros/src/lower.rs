@@ -6,8 +6,8 @@ use proc_macro2::Span;
 use syn::{Error, GenericParam, Ident};
 
 use crate::ir::{
-    Activation, Base, CouplingSpec, CouplingTransform, Dim, FloatType, Flow, Layer, LayerKind,
-    MaskSpec, Num, PermuteSpec,
+    Activation, AutoregressiveSpec, Base, CouplingSpec, CouplingTransform, Dim, FloatType, Flow,
+    Layer, LayerKind, LinearSpec, MaskSpec, Num, Order, PermuteSpec, SplineSpec,
 };
 use crate::parse::{Arg, Call, FlowSyntax, ItemHeader, Number, Place, Recovered, Stmt, Value};
 use crate::suggest::did_you_mean;
@@ -160,7 +160,7 @@ impl Lowering<'_> {
             let hint = did_you_mean(&name, table::SETTINGS.iter().copied());
             self.error(
                 key.span(),
-                format!("unknown setting `{name}`{hint} (the settings are `dim = N`, `base = normal | uniform` and `float = f32 | f64`)"),
+                format!("unknown setting `{name}`{hint} (the settings are `dim = N`, `base = normal | uniform | student_t(df = 5.0) | logistic` and `float = f32 | f64`)"),
             );
             // Read the value as the setting it most likely meant, quietly (the typo is
             // the error), so that the other rules and the error stub see what was meant.
@@ -194,12 +194,15 @@ impl Lowering<'_> {
         match name {
             "dim" => settings.dim = self.dim(value),
             "base" => {
-                let read = self.choice(value, table::BASES, "base");
+                let read = self.base(value);
                 // A base that could not be read gives an unknown support, not a guessed one.
                 settings.base_unknown = read.is_none();
-                settings.base = read.or_else(|| closest(table::BASES)).map(|b| match b {
-                    "uniform" => Base::Uniform,
-                    _ => Base::Normal,
+                settings.base = read.or_else(|| {
+                    closest(table::BASES).map(|b| match b {
+                        "uniform" => Base::Uniform,
+                        "logistic" => Base::Logistic,
+                        _ => Base::Normal,
+                    })
                 });
             }
             _ => {
@@ -210,6 +213,51 @@ impl Lowering<'_> {
                         "f64" => FloatType::F64,
                         _ => FloatType::F32,
                     });
+            }
+        }
+    }
+
+    /// `normal`, `normal(learnable)`, `uniform`, `student_t(df = ν)` or `logistic`.
+    fn base(&mut self, value: &Value) -> Option<Base> {
+        let forms = "`normal`, `normal(learnable)`, `uniform`, `student_t(df = 5.0)` or `logistic`";
+        let Value::Call(call) = value else {
+            return match self.choice(value, table::BASES, "base")? {
+                "uniform" => Some(Base::Uniform),
+                "logistic" => Some(Base::Logistic),
+                "student_t" => {
+                    self.error(value.place(), "`base = student_t` needs its degrees of freedom: write `base = student_t(df = 5.0)` (smaller `df`, heavier tails)");
+                    None
+                }
+                _ => Some(Base::Normal),
+            };
+        };
+        let name = call.name.to_string();
+        match (name.as_str(), call.args.as_slice()) {
+            ("normal", [Arg::Positional(Value::Ident(i))]) if i == "learnable" => {
+                Some(Base::LearnableNormal)
+            }
+            ("student_t", [Arg::Named { key, value }]) if key == "df" => {
+                let df = self.number(value, "`df`")?;
+                if df.value <= 0.0 {
+                    self.error(df.place, format!("`student_t(df = {:?})`: the degrees of freedom must be positive, e.g. `df = 5.0`", df.value));
+                    return None;
+                }
+                Some(Base::StudentT { df: df.value })
+            }
+            ("normal" | "student_t", _) => {
+                self.error(
+                    call.name.span(),
+                    format!("`base = {name}(…)` is written {forms}"),
+                );
+                None
+            }
+            _ => {
+                let hint = did_you_mean(&name, table::BASES.iter().copied());
+                self.error(
+                    call.name.span(),
+                    format!("unknown `base` `{name}`{hint} (expected {forms})"),
+                );
+                None
             }
         }
     }
@@ -303,6 +351,11 @@ impl Lowering<'_> {
             "leaky_relu" => self.leaky_relu(&args, span),
             "permute" => self.permute(&args, span),
             "coupling" => self.coupling(&args, span),
+            "spline" => self.spline(&args, span).map(LayerKind::Spline),
+            "linear" => self.linear(&args),
+            "autoregressive" => self.autoregressive(&args, span, false),
+            "inverse_autoregressive" => self.autoregressive(&args, span, true),
+            "actnorm" => Some(LayerKind::ActNorm),
             _ => unreachable!("every table entry is lowered"),
         };
         match kind {
@@ -504,16 +557,50 @@ impl Lowering<'_> {
                 None
             }
         };
-        let transform = match args.get("transform") {
+        let transform = self.transform(args, span);
+        let hidden = self.hidden(args, span);
+        let activation = self.activation(args);
+        Some(LayerKind::Coupling(CouplingSpec {
+            mask: mask?,
+            transform: transform?,
+            hidden: hidden?,
+            activation: activation?,
+        }))
+    }
+
+    /// A conditioned layer's `transform`: `affine` (the default), `additive`, `spline` or
+    /// `spline(bins = …, bound = …)`.
+    fn transform(&mut self, args: &Args, span: Span) -> Option<CouplingTransform> {
+        match args.get("transform") {
+            Some(Value::Call(call)) if call.name == "spline" => {
+                let entry = table::entry("spline").expect("spline is in the table");
+                if call.body.is_some() {
+                    self.error(call.name.span(), "`spline(…)` takes no `{ … }` block");
+                    return None;
+                }
+                let (spline_args, ok) = self.args(call, entry);
+                let spec = self.spline(&spline_args, call.name.span());
+                spec.filter(|_| ok).map(CouplingTransform::Spline)
+            }
+            Some(Value::Ident(i)) if i == "spline" => Some(CouplingTransform::Spline(
+                SplineSpec::default_at(i.span().into()),
+            )),
             Some(v) => self
                 .choice(v, table::TRANSFORMS, "transform")
                 .map(|t| match t {
                     "additive" => CouplingTransform::Additive,
                     _ => CouplingTransform::Affine,
                 }),
-            None => Some(CouplingTransform::Affine),
-        };
-        let hidden = match args.get("hidden") {
+            None => {
+                let _ = span;
+                Some(CouplingTransform::Affine)
+            }
+        }
+    }
+
+    /// A conditioner's `hidden` widths (default `[64, 64]`).
+    fn hidden(&mut self, args: &Args, span: Span) -> Option<Vec<(u64, Place)>> {
+        match args.get("hidden") {
             Some(Value::List { items, .. }) => items
                 .iter()
                 .map(|v| self.count(v, "a hidden width"))
@@ -531,8 +618,12 @@ impl Lowering<'_> {
                 None
             }
             None => Some(vec![(64, span.into()), (64, span.into())]),
-        };
-        let activation = match args.get("activation") {
+        }
+    }
+
+    /// A conditioner's `activation` (default `relu`).
+    fn activation(&mut self, args: &Args) -> Option<Activation> {
+        match args.get("activation") {
             Some(v) => self
                 .choice(v, table::ACTIVATIONS, "activation")
                 .map(|a| match a {
@@ -542,12 +633,80 @@ impl Lowering<'_> {
                     _ => Activation::Relu,
                 }),
             None => Some(Activation::Relu),
+        }
+    }
+
+    /// `spline(bins = K, bound = B)`, defaults 8 and 5.0 (rules on them are in `check`).
+    fn spline(&mut self, args: &Args, span: Span) -> Option<SplineSpec> {
+        let defaults = SplineSpec::default_at(span.into());
+        let bins = match args.get("bins") {
+            Some(v) => self.count(v, "`bins`"),
+            None => Some(defaults.bins),
         };
-        Some(LayerKind::Coupling(CouplingSpec {
-            mask: mask?,
+        let bound = match args.get("bound") {
+            Some(v) => self.number(v, "`bound`"),
+            None => Some(defaults.bound),
+        };
+        Some(SplineSpec {
+            bins: bins?,
+            bound: bound?,
+        })
+    }
+
+    /// `linear`, `linear(seed = k)`, `linear(orthogonal)`, or `linear(n)` (which `check`
+    /// compares with `dim`).
+    fn linear(&mut self, args: &Args) -> Option<LayerKind> {
+        let how = table::entry("linear").map_or_else(String::new, table::LayerEntry::usage_text);
+        let seed = match args.get("seed") {
+            Some(v) => Some(self.count(v, "`seed`")?.0),
+            None => None,
+        };
+        match (args.positional.first(), seed) {
+            (None, seed) => Some(LayerKind::Linear(LinearSpec::Lu { seed }, None)),
+            (Some(Value::Ident(i)), None) if i == "orthogonal" => {
+                Some(LayerKind::Linear(LinearSpec::Orthogonal, None))
+            }
+            (Some(Value::Ident(i)), Some(_)) if i == "orthogonal" => {
+                self.error(i.span(), format!("`linear(orthogonal)` has no permutation to seed: remove `seed`, or use the LU form; write {how}"));
+                None
+            }
+            (Some(Value::Number(n)), seed) if n.is_integer && n.value >= 0.0 => Some(
+                LayerKind::Linear(LinearSpec::Lu { seed }, Some((n.value as u64, n.place))),
+            ),
+            (Some(other), _) => {
+                let hint = match other {
+                    Value::Ident(i) => did_you_mean(&i.to_string(), ["orthogonal"]),
+                    _ => String::new(),
+                };
+                self.error(other.place(), format!("`linear` takes `orthogonal`, a width equal to `dim`, or no argument; found {}{hint} (write {how})", other.describe()));
+                None
+            }
+        }
+    }
+
+    /// `autoregressive(…)` and `inverse_autoregressive(…)`.
+    fn autoregressive(&mut self, args: &Args, span: Span, inverse: bool) -> Option<LayerKind> {
+        let transform = self.transform(args, span);
+        let hidden = self.hidden(args, span);
+        let activation = self.activation(args);
+        let order = match (args.get("order"), args.get("seed")) {
+            (Some(_), Some(seed)) => {
+                self.error(seed.place(), "give one order, not both: `order = natural`, `order = reverse`, or `seed = k` for a seeded random order");
+                None
+            }
+            (None, Some(seed)) => self.count(seed, "`seed`").map(|(s, _)| Order::Seed(s)),
+            (Some(v), None) => self.choice(v, table::ORDERS, "order").map(|o| match o {
+                "reverse" => Order::Reverse,
+                _ => Order::Natural,
+            }),
+            (None, None) => Some(Order::Natural),
+        };
+        Some(LayerKind::Autoregressive(AutoregressiveSpec {
+            inverse,
             transform: transform?,
             hidden: hidden?,
             activation: activation?,
+            order: order?,
         }))
     }
 
@@ -720,7 +879,7 @@ mod tests {
         };
         assert_eq!(c.hidden.iter().map(|h| h.0).collect::<Vec<_>>(), [64, 64]);
         assert_eq!(c.activation, Activation::Relu);
-        assert_eq!(c.transform, CouplingTransform::Affine);
+        assert!(matches!(c.transform, CouplingTransform::Affine));
         assert_eq!(flow.base, Base::Normal);
         assert_eq!(flow.float, FloatType::F32);
     }
@@ -858,5 +1017,106 @@ mod tests {
         assert!(matches!(ok.flow.dim, Dim::Generic(_)));
         let bad = lower(&parse(quote!(pub struct S { dim = D; affine })).unwrap());
         assert!(messages(&bad)[0].contains("not a const generic parameter"));
+    }
+
+    #[test]
+    fn reads_the_new_layers_options() {
+        let l = lower_tokens(quote!(
+            dim = 3;
+            spline(bins = 4, bound = 2.5);
+            linear(seed = 9);
+            linear(orthogonal);
+            inverse_autoregressive(transform = spline, hidden = [8], activation = tanh, seed = 3);
+            coupling(mask = odd, transform = spline(bins = 16))
+        ));
+        assert!(l.errors.is_empty(), "{:?}", messages(&l));
+        let kinds: Vec<&LayerKind> = l.flow.layers.iter().map(|l| &l.kind).collect();
+        assert!(matches!(kinds[0], LayerKind::Spline(s) if s.bins.0 == 4 && s.bound.value == 2.5));
+        assert!(matches!(
+            kinds[1],
+            LayerKind::Linear(LinearSpec::Lu { seed: Some(9) }, None)
+        ));
+        assert!(matches!(
+            kinds[2],
+            LayerKind::Linear(LinearSpec::Orthogonal, None)
+        ));
+        let LayerKind::Autoregressive(ar) = kinds[3] else {
+            panic!()
+        };
+        assert!(ar.inverse);
+        assert!(
+            matches!(ar.transform, CouplingTransform::Spline(s) if s.bins.0 == 8 && s.bound.value == 5.0)
+        );
+        assert_eq!(ar.order, Order::Seed(3));
+        assert_eq!(ar.activation, Activation::Tanh);
+        let LayerKind::Coupling(c) = kinds[4] else {
+            panic!()
+        };
+        assert!(
+            matches!(c.transform, CouplingTransform::Spline(s) if s.bins.0 == 16 && s.bound.value == 5.0)
+        );
+        assert_eq!(
+            kinds[4].describe(),
+            "coupling(mask = odd, transform = spline(bins = 16, bound = 5.0), hidden = [64, 64], activation = relu)"
+        );
+        assert_eq!(
+            kinds[3].describe(),
+            "inverse_autoregressive(transform = spline(bins = 8, bound = 5.0), hidden = [8], activation = tanh, seed = 3)"
+        );
+    }
+
+    #[test]
+    fn reports_bad_new_layer_options() {
+        let m = messages(&lower_tokens(quote!(
+            dim = 3;
+            spline(bins = 2.5);
+            linear(orthgonal);
+            linear(orthogonal, seed = 1);
+            autoregressive(order = natural, seed = 2);
+            autoregressive(order = random);
+            coupling(mask = even, transform = spline(bns = 4))
+        )));
+        assert_eq!(m.len(), 6, "{m:?}");
+        assert!(
+            m[0].contains("`bins` expects a non-negative integer"),
+            "{m:?}"
+        );
+        assert!(m[1].contains("did you mean `orthogonal`?"), "{m:?}");
+        assert!(m[2].contains("has no permutation to seed"), "{m:?}");
+        assert!(m[3].contains("give one order, not both"), "{m:?}");
+        assert!(m[4].contains("unknown `order` `random`"), "{m:?}");
+        assert!(
+            m[5].contains("`spline` has no option `bns`; did you mean `bins`?"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn reads_the_new_bases() {
+        let base = |tokens| lower_tokens(tokens).flow.base;
+        assert_eq!(
+            base(quote!(dim = 2; base = normal(learnable); affine)),
+            Base::LearnableNormal
+        );
+        assert_eq!(
+            base(quote!(dim = 2; base = student_t(df = 3.5); affine)),
+            Base::StudentT { df: 3.5 }
+        );
+        assert_eq!(
+            base(quote!(dim = 2; base = logistic; affine)),
+            Base::Logistic
+        );
+        let m = messages(&lower_tokens(quote!(dim = 2; base = student_t; affine)));
+        assert!(m[0].contains("write `base = student_t(df = 5.0)`"), "{m:?}");
+        let m = messages(&lower_tokens(
+            quote!(dim = 2; base = student_t(df = 0.0); affine),
+        ));
+        assert!(m[0].contains("must be positive"), "{m:?}");
+        let m = messages(&lower_tokens(quote!(dim = 2; base = normal(fixed); affine)));
+        assert!(m[0].contains("`normal(learnable)`"), "{m:?}");
+        let m = messages(&lower_tokens(
+            quote!(dim = 2; base = studentt(df = 2.0); affine),
+        ));
+        assert!(m[0].contains("did you mean `student_t`?"), "{m:?}");
     }
 }

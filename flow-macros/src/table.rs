@@ -7,7 +7,8 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use crate::ir::{
-    Activation, CouplingSpec, CouplingTransform, LayerKind, MaskSpec, PermuteSpec, Support,
+    Activation, AutoregressiveSpec, Base, CouplingSpec, CouplingTransform, LayerKind, LinearSpec,
+    MaskSpec, Order, PermuteSpec, SplineSpec, Support,
 };
 
 /// What the DSL accepts for one layer name.
@@ -118,6 +119,40 @@ pub const LAYERS: &[LayerEntry] = &[
         usage: &["coupling(mask = even, transform = affine, hidden = [64, 64], activation = relu)"],
     },
     LayerEntry {
+        name: "spline",
+        options: &["bins", "bound"],
+        positional: 0,
+        usage: &["spline", "spline(bins = 8, bound = 5.0)"],
+    },
+    LayerEntry {
+        name: "linear",
+        options: &["seed"],
+        positional: 1,
+        usage: &["linear", "linear(seed = 3)", "linear(orthogonal)"],
+    },
+    LayerEntry {
+        name: "autoregressive",
+        options: &["transform", "hidden", "activation", "order", "seed"],
+        positional: 0,
+        usage: &[
+            "autoregressive(transform = affine, hidden = [64, 64], activation = relu, order = natural)",
+        ],
+    },
+    LayerEntry {
+        name: "inverse_autoregressive",
+        options: &["transform", "hidden", "activation", "order", "seed"],
+        positional: 0,
+        usage: &[
+            "inverse_autoregressive(transform = affine, hidden = [64, 64], activation = relu, order = natural)",
+        ],
+    },
+    LayerEntry {
+        name: "actnorm",
+        options: &[],
+        positional: 0,
+        usage: &["actnorm"],
+    },
+    LayerEntry {
         name: "repeat",
         options: &[],
         positional: 1,
@@ -149,15 +184,70 @@ pub const NOT_BIJECTIONS: &[(&str, &str)] = &[
 pub const SETTINGS: &[&str] = &["dim", "base", "float"];
 
 /// The values of `base = …`.
-pub const BASES: &[&str] = &["normal", "uniform"];
+pub const BASES: &[&str] = &["normal", "uniform", "student_t", "logistic"];
 /// The values of `float = …`.
 pub const FLOATS: &[&str] = &["f32", "f64"];
 /// The named masks.
 pub const MASKS: &[&str] = &["even", "odd", "first_half", "second_half"];
 /// The coupling transforms.
-pub const TRANSFORMS: &[&str] = &["affine", "additive"];
+pub const TRANSFORMS: &[&str] = &["affine", "additive", "spline"];
+/// The autoregressive orders (besides `seed = k`).
+pub const ORDERS: &[&str] = &["natural", "reverse"];
 /// The conditioner activations.
 pub const ACTIVATIONS: &[&str] = &["relu", "tanh", "elu", "silu"];
+
+impl Base {
+    /// The runtime type of the flow's `base` field.
+    pub fn runtime_type(&self, rt: &TokenStream, float: &TokenStream) -> TokenStream {
+        match self {
+            Base::Normal => quote!(#rt::StandardNormal),
+            Base::Uniform => quote!(#rt::StandardUniform),
+            Base::LearnableNormal => quote!(#rt::DiagonalNormal<#float>),
+            Base::StudentT { .. } => quote!(#rt::StudentT),
+            Base::Logistic => quote!(#rt::Logistic),
+        }
+    }
+
+    /// An expression building the base at its starting parameters.
+    pub fn constructor(&self, rt: &TokenStream, dim: &TokenStream) -> TokenStream {
+        match self {
+            Base::Normal => quote!(#rt::StandardNormal),
+            Base::Uniform => quote!(#rt::StandardUniform),
+            Base::LearnableNormal => quote!(#rt::DiagonalNormal::new(#dim)),
+            Base::StudentT { df } => quote!(#rt::StudentT::new(#df)),
+            Base::Logistic => quote!(#rt::Logistic),
+        }
+    }
+
+    /// The base as canonical DSL text.
+    pub fn describe(&self) -> String {
+        match self {
+            Base::Normal => "normal".into(),
+            Base::Uniform => "uniform".into(),
+            Base::LearnableNormal => "normal(learnable)".into(),
+            Base::StudentT { df } => format!("student_t(df = {df:?})"),
+            Base::Logistic => "logistic".into(),
+        }
+    }
+
+    /// How messages name the base.
+    pub fn origin(&self) -> &'static str {
+        match self {
+            Base::Normal | Base::LearnableNormal => "the normal base",
+            Base::Uniform => "the uniform base",
+            Base::StudentT { .. } => "the Student-t base",
+            Base::Logistic => "the logistic base",
+        }
+    }
+
+    /// The support of every coordinate of a base draw.
+    pub fn support(&self) -> Support {
+        match self {
+            Base::Uniform => Support::UnitInterval,
+            _ => Support::Real,
+        }
+    }
+}
 
 /// Looks up a layer name.
 pub fn entry(name: &str) -> Option<&'static LayerEntry> {
@@ -186,12 +276,23 @@ impl LayerKind {
             LayerKind::LeakyRelu { .. } => "leaky_relu",
             LayerKind::Permute(_) => "permute",
             LayerKind::Coupling(_) => "coupling",
+            LayerKind::Spline(_) => "spline",
+            LayerKind::Linear(..) => "linear",
+            LayerKind::Autoregressive(spec) if spec.inverse => "inverse_autoregressive",
+            LayerKind::Autoregressive(_) => "autoregressive",
+            LayerKind::ActNorm => "actnorm",
         }
     }
 
     /// Whether the layer maps each coordinate on its own (and can be fused).
     pub fn is_elementwise(&self) -> bool {
-        !matches!(self, LayerKind::Permute(_) | LayerKind::Coupling(_))
+        !matches!(
+            self,
+            LayerKind::Permute(_)
+                | LayerKind::Coupling(_)
+                | LayerKind::Linear(..)
+                | LayerKind::Autoregressive(_)
+        )
     }
 
     /// The set each coordinate it transforms must lie in.
@@ -213,6 +314,8 @@ impl LayerKind {
             LayerKind::Tanh => Symmetric,
             LayerKind::Softplus | LayerKind::Exp => Positive,
             LayerKind::Logit | LayerKind::Atanh | LayerKind::Log | LayerKind::Affine => Real,
+            // A spline maps [−B, B] onto itself, so a coordinate may change sign.
+            LayerKind::Spline(_) | LayerKind::ActNorm => Real,
             // A non-negative constant shift keeps (0, ∞).
             LayerKind::Shift(Some(c)) if c.value >= 0.0 && input == Positive => Positive,
             LayerKind::Shift(_) => Real,
@@ -230,7 +333,10 @@ impl LayerKind {
                 Symmetric if slope.value > 1.0 => Real,
                 other => other,
             },
-            LayerKind::Permute(_) | LayerKind::Coupling(_) => Real,
+            LayerKind::Permute(_)
+            | LayerKind::Coupling(_)
+            | LayerKind::Linear(..)
+            | LayerKind::Autoregressive(_) => Real,
         }
     }
 
@@ -250,6 +356,11 @@ impl LayerKind {
             LayerKind::LeakyRelu { .. } => quote!(LeakyRelu<#float>),
             LayerKind::Permute(_) => quote!(Permute),
             LayerKind::Coupling(_) => quote!(Coupling<#float>),
+            LayerKind::Spline(_) => quote!(Spline<#float>),
+            LayerKind::Linear(LinearSpec::Lu { .. }, _) => quote!(LuLinear<#float>),
+            LayerKind::Linear(LinearSpec::Orthogonal, _) => quote!(OrthogonalLinear<#float>),
+            LayerKind::Autoregressive(_) => quote!(Autoregressive<#float>),
+            LayerKind::ActNorm => quote!(ActNorm<#float>),
         };
         quote!(#rt::layers::#ty)
     }
@@ -292,6 +403,21 @@ impl LayerKind {
                 quote!(#layers::Permute::new(::std::vec![#(#perm),*]))
             }
             LayerKind::Coupling(spec) => coupling_constructor(&layers, dim, spec),
+            LayerKind::Spline(spec) => {
+                let (bins, bound) = spline_args(spec);
+                quote!(#layers::Spline::new(#dim, #bins, #bound))
+            }
+            LayerKind::Linear(LinearSpec::Lu { seed: None }, _) => {
+                quote!(#layers::LuLinear::identity(#dim))
+            }
+            LayerKind::Linear(LinearSpec::Lu { seed: Some(seed) }, _) => {
+                quote!(#layers::LuLinear::seeded(#dim, #seed))
+            }
+            LayerKind::Linear(LinearSpec::Orthogonal, _) => {
+                quote!(#layers::OrthogonalLinear::new(#dim, rng))
+            }
+            LayerKind::Autoregressive(spec) => autoregressive_constructor(&layers, dim, spec),
+            LayerKind::ActNorm => quote!(#layers::ActNorm::new(#dim)),
         }
     }
 
@@ -308,6 +434,26 @@ impl LayerKind {
             LayerKind::Permute(PermuteSpec::Explicit { perm, .. }) => {
                 format!("permute([{}])", list(&mut perm.iter().map(u64::to_string)))
             }
+            LayerKind::Spline(spec) => describe_spline(spec),
+            LayerKind::Linear(LinearSpec::Lu { seed: None }, _) => "linear".into(),
+            LayerKind::Linear(LinearSpec::Lu { seed: Some(seed) }, _) => {
+                format!("linear(seed = {seed})")
+            }
+            LayerKind::Linear(LinearSpec::Orthogonal, _) => "linear(orthogonal)".into(),
+            LayerKind::Autoregressive(spec) => {
+                let order = match spec.order {
+                    Order::Natural => "order = natural".to_string(),
+                    Order::Reverse => "order = reverse".into(),
+                    Order::Seed(seed) => format!("seed = {seed}"),
+                };
+                format!(
+                    "{}(transform = {}, hidden = [{}], activation = {}, {order})",
+                    self.name(),
+                    describe_transform(&spec.transform),
+                    describe_hidden(&spec.hidden),
+                    describe_activation(spec.activation)
+                )
+            }
             LayerKind::Coupling(spec) => {
                 let mask = match &spec.mask {
                     MaskSpec::Even => "even".to_string(),
@@ -321,17 +467,9 @@ impl LayerKind {
                         )
                     }
                 };
-                let transform = match spec.transform {
-                    CouplingTransform::Affine => "affine",
-                    CouplingTransform::Additive => "additive",
-                };
-                let activation = match spec.activation {
-                    Activation::Relu => "relu",
-                    Activation::Tanh => "tanh",
-                    Activation::Elu => "elu",
-                    Activation::Silu => "silu",
-                };
-                let hidden = list(&mut spec.hidden.iter().map(|(h, _)| h.to_string()));
+                let transform = describe_transform(&spec.transform);
+                let activation = describe_activation(spec.activation);
+                let hidden = describe_hidden(&spec.hidden);
                 format!(
                     "coupling(mask = {mask}, transform = {transform}, hidden = [{hidden}], activation = {activation})"
                 )
@@ -353,6 +491,94 @@ impl LayerKind {
     }
 }
 
+fn describe_spline(spec: &SplineSpec) -> String {
+    format!(
+        "spline(bins = {}, bound = {:?})",
+        spec.bins.0, spec.bound.value
+    )
+}
+
+fn describe_transform(transform: &CouplingTransform) -> String {
+    match transform {
+        CouplingTransform::Affine => "affine".into(),
+        CouplingTransform::Additive => "additive".into(),
+        CouplingTransform::Spline(spec) => describe_spline(spec),
+    }
+}
+
+fn describe_activation(activation: Activation) -> &'static str {
+    match activation {
+        Activation::Relu => "relu",
+        Activation::Tanh => "tanh",
+        Activation::Elu => "elu",
+        Activation::Silu => "silu",
+    }
+}
+
+fn describe_hidden(hidden: &[(u64, crate::parse::Place)]) -> String {
+    hidden
+        .iter()
+        .map(|(h, _)| h.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `bins` as a `usize` literal and `bound` as an `f64` literal.
+fn spline_args(spec: &SplineSpec) -> (proc_macro2::Literal, proc_macro2::Literal) {
+    (
+        proc_macro2::Literal::u64_unsuffixed(spec.bins.0),
+        proc_macro2::Literal::f64_suffixed(spec.bound.value),
+    )
+}
+
+fn transform_tokens(layers: &TokenStream, transform: &CouplingTransform) -> TokenStream {
+    match transform {
+        CouplingTransform::Affine => quote!(#layers::CouplingTransform::Affine),
+        CouplingTransform::Additive => quote!(#layers::CouplingTransform::Additive),
+        CouplingTransform::Spline(spec) => {
+            let (bins, bound) = spline_args(spec);
+            quote!(#layers::CouplingTransform::Spline { bins: #bins, bound: #bound })
+        }
+    }
+}
+
+fn activation_tokens(layers: &TokenStream, activation: Activation) -> TokenStream {
+    match activation {
+        Activation::Relu => quote!(#layers::Activation::Relu),
+        Activation::Tanh => quote!(#layers::Activation::Tanh),
+        Activation::Elu => quote!(#layers::Activation::Elu),
+        Activation::Silu => quote!(#layers::Activation::Silu),
+    }
+}
+
+fn hidden_tokens(hidden: &[(u64, crate::parse::Place)]) -> TokenStream {
+    let hidden = hidden
+        .iter()
+        .map(|&(h, _)| proc_macro2::Literal::u64_unsuffixed(h));
+    quote!(&[#(#hidden),*])
+}
+
+fn autoregressive_constructor(
+    layers: &TokenStream,
+    dim: &TokenStream,
+    spec: &AutoregressiveSpec,
+) -> TokenStream {
+    let transform = transform_tokens(layers, &spec.transform);
+    let activation = activation_tokens(layers, spec.activation);
+    let hidden = hidden_tokens(&spec.hidden);
+    let order = match spec.order {
+        Order::Natural => quote!(#layers::Order::Natural),
+        Order::Reverse => quote!(#layers::Order::Reverse),
+        Order::Seed(seed) => quote!(#layers::Order::Seeded(#seed)),
+    };
+    let constructor = if spec.inverse {
+        quote!(inverse)
+    } else {
+        quote!(masked)
+    };
+    quote!(#layers::Autoregressive::#constructor(#dim, #transform, #hidden, #activation, #order, rng))
+}
+
 fn coupling_constructor(
     layers: &TokenStream,
     dim: &TokenStream,
@@ -365,19 +591,8 @@ fn coupling_constructor(
         MaskSpec::SecondHalf => quote!(#layers::Mask::SecondHalf),
         MaskSpec::Explicit { kept, .. } => quote!(#layers::Mask::Explicit(&[#(#kept),*])),
     };
-    let transform = match spec.transform {
-        CouplingTransform::Affine => quote!(#layers::CouplingTransform::Affine),
-        CouplingTransform::Additive => quote!(#layers::CouplingTransform::Additive),
-    };
-    let activation = match spec.activation {
-        Activation::Relu => quote!(#layers::Activation::Relu),
-        Activation::Tanh => quote!(#layers::Activation::Tanh),
-        Activation::Elu => quote!(#layers::Activation::Elu),
-        Activation::Silu => quote!(#layers::Activation::Silu),
-    };
-    let hidden = spec
-        .hidden
-        .iter()
-        .map(|&(h, _)| proc_macro2::Literal::u64_unsuffixed(h));
-    quote!(#layers::Coupling::new(#dim, #mask, #transform, &[#(#hidden),*], #activation, rng))
+    let transform = transform_tokens(layers, &spec.transform);
+    let activation = activation_tokens(layers, spec.activation);
+    let hidden = hidden_tokens(&spec.hidden);
+    quote!(#layers::Coupling::new(#dim, #mask, #transform, #hidden, #activation, rng))
 }

@@ -7,7 +7,7 @@ use quote::quote;
 use syn::Ident;
 
 use super::{Names, runtime};
-use crate::ir::{Base, Flow};
+use crate::ir::Flow;
 
 /// A step of the chain: a run of elementwise layers fused into one pass, or one layer.
 pub(super) enum Step {
@@ -113,11 +113,8 @@ fn point_body(flow: &Flow, names: &Names, direction: Direction) -> TokenStream {
 }
 
 pub(super) fn base_type(flow: &Flow) -> TokenStream {
-    let rt = runtime();
-    match flow.base {
-        Base::Normal => quote!(#rt::StandardNormal),
-        Base::Uniform => quote!(#rt::StandardUniform),
-    }
+    flow.base
+        .runtime_type(&runtime(), &super::float_type(flow.float))
 }
 
 pub(super) fn generics(flow: &Flow) -> syn::Generics {
@@ -145,7 +142,7 @@ pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
             }
 
             fn base(&self) -> &#base {
-                &#base
+                &self.base
             }
 
             fn layers(&self) -> ::std::vec::Vec<&dyn #rt::Layer<#float>> {
@@ -194,7 +191,6 @@ pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
         .max()
         .unwrap_or(0);
     let scratch_len = proc_macro2::Literal::usize_unsuffixed(scratch_len);
-    let base = base_type(flow);
     let forward = point_body(flow, names, Direction::Forward);
     let inverse = point_body(flow, names, Direction::Inverse);
     quote! {
@@ -226,14 +222,14 @@ pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
             pub fn log_prob_point(&self, x: #point) -> ::core::result::Result<#float, #rt::FlowError> {
                 #rt::flow::check_point(&x)?;
                 let (z, log_det) = self.inverse_point(x);
-                let base = #rt::BaseDistribution::<#float>::log_prob_point(&#base, &z);
+                let base = #rt::BaseDistribution::<#float>::log_prob_point(&self.base, &z);
                 ::core::result::Result::Ok(#rt::flow::finite_or_minus_infinity(base + log_det))
             }
 
             /// One draw from the flow. No heap use.
             pub fn sample_point<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point {
                 let mut z: #point = [0.0; #dim];
-                #rt::BaseDistribution::<#float>::sample_point(&#base, &mut z, rng);
+                #rt::BaseDistribution::<#float>::sample_point(&self.base, &mut z, rng);
                 self.forward_point(z).0
             }
         }

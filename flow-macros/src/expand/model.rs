@@ -27,6 +27,8 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
         .layers
         .iter()
         .map(|l| l.kind.constructor(&rt, &dim_expr));
+    let base_type = flow.base.runtime_type(&rt, float);
+    let base = flow.base.constructor(&rt, &dim_expr);
     let support = support_const(&checked.final_support, &rt, &dim);
     let architecture = architecture_text(flow);
     let rules: Vec<TokenStream> = checked
@@ -37,6 +39,10 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
                 DimBound::AtLeast(n) => {
                     let n = proc_macro2::Literal::u64_unsuffixed(n);
                     quote!(Self::DIM >= #n)
+                }
+                DimBound::AtMost(n) => {
+                    let n = proc_macro2::Literal::u64_unsuffixed(n);
+                    quote!(Self::DIM <= #n)
                 }
                 DimBound::Equals(n) => {
                     let n = proc_macro2::Literal::u64_unsuffixed(n);
@@ -66,6 +72,8 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
         #[derive(Debug, Clone, PartialEq)]
         #vis struct #ty #impl_generics #where_clause {
             #(pub #fields: #types,)*
+            /// The base distribution.
+            pub base: #base_type,
         }
 
         impl #impl_generics #ty #ty_generics #where_clause {
@@ -97,7 +105,7 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
             pub fn new<R: #rt::rand::Rng + ?Sized>(rng: &mut R) -> Self {
                 #rules_use
                 let _ = &rng;
-                Self { #(#fields: #constructors,)* }
+                Self { #(#fields: #constructors,)* base: #base }
             }
         }
 
@@ -113,10 +121,7 @@ pub(super) fn model(flow: &Flow, checked: &Checked, names: &Names) -> TokenStrea
 /// `"flowgen; dim = {}; base = …; float = …; layer; layer; …"`, a format string whose one
 /// argument is the dimension.
 fn architecture_text(flow: &Flow) -> String {
-    let base = match flow.base {
-        crate::ir::Base::Normal => "normal",
-        crate::ir::Base::Uniform => "uniform",
-    };
+    let base = flow.base.describe();
     let float = match flow.float {
         crate::ir::FloatType::F32 => "f32",
         crate::ir::FloatType::F64 => "f64",
