@@ -302,7 +302,7 @@ fn pictures(
         None,
     )?;
 
-    let smoothed = moving_average(&report.train_loss, 50);
+    let smoothed = plots::moving_average(&report.train_loss, 50);
     let mut series = vec![("training NLL (50-step mean)", smoothed)];
     if !report.val_loss.is_empty() {
         series.push((
@@ -325,23 +325,4 @@ fn pictures(
         &series,
     )?;
     Ok(())
-}
-
-/// `(step, mean of the last `width` finite losses)`.
-fn moving_average(losses: &[f64], width: usize) -> Vec<(f64, f64)> {
-    let mut out = Vec::with_capacity(losses.len());
-    let mut window = std::collections::VecDeque::with_capacity(width);
-    let mut sum = 0.0;
-    for (step, &l) in losses.iter().enumerate() {
-        if !l.is_finite() {
-            continue;
-        }
-        window.push_back(l);
-        sum += l;
-        if window.len() > width {
-            sum -= window.pop_front().unwrap_or(0.0);
-        }
-        out.push(((step + 1) as f64, sum / window.len() as f64));
-    }
-    out
 }

@@ -164,9 +164,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         .collect();
     plots::curves(
         &out.join("loss.png"),
-        "unit square: validation NLL",
+        "unit square: negative log-likelihood",
         "nats",
-        &[("validation NLL", val)],
+        &[
+            (
+                "training NLL (50-step mean)",
+                plots::moving_average(&report.train_loss, 50),
+            ),
+            ("validation NLL", val),
+        ],
     )?;
     std::fs::write(
         out.join("summary.json"),
