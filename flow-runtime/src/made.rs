@@ -123,7 +123,9 @@ impl<F: Float> Made<F> {
                     .map(|o| input_degrees[o / per_coordinate])
                     .collect()
             } else {
-                (0..layer.outputs()).map(|k| hidden_degree(dim, k)).collect()
+                (0..layer.outputs())
+                    .map(|k| hidden_degree(dim, k))
+                    .collect()
             };
             for &d_in in &below {
                 for &d_out in &above {
@@ -259,7 +261,11 @@ mod tests {
         }
         let per = made.per_coordinate();
         (0..d)
-            .map(|c| (0..d).map(|j| (0..per).any(|p| paths[j][c * per + p])).collect())
+            .map(|c| {
+                (0..d)
+                    .map(|j| (0..per).any(|p| paths[j][c * per + p]))
+                    .collect()
+            })
             .collect()
     }
 

@@ -446,7 +446,11 @@ impl<F: Float> Autoregressive<F> {
         Zip::from(grad.rows_mut())
             .and(y.rows())
             .and(&weight)
-            .and(ArrayView2::from_shape((rows, n_out), &*out).expect("outputs").rows())
+            .and(
+                ArrayView2::from_shape((rows, n_out), &*out)
+                    .expect("outputs")
+                    .rows(),
+            )
             .and(
                 ArrayViewMut2::from_shape((rows, n_out), &mut *out_grad)
                     .expect("gradients")
@@ -496,7 +500,18 @@ impl<F: Float> Autoregressive<F> {
         let n_out = net.outputs();
         let per = self.made.per_coordinate();
         let tape_len = rows * net.hidden_total();
-        let [x, pre, post, saved, out, out_grad, scratch, input_grad, lambda, own] = ws.slices([
+        let [
+            x,
+            pre,
+            post,
+            saved,
+            out,
+            out_grad,
+            scratch,
+            input_grad,
+            lambda,
+            own,
+        ] = ws.slices([
             rows * dim,
             tape_len,
             tape_len,
@@ -546,12 +561,10 @@ impl<F: Float> Autoregressive<F> {
                 tape.pre.copy_from_slice(saved);
             }
             let o_bar = ArrayView2::from_shape((rows, n_out), &*out_grad).expect("gradients");
-            let in_grad =
-                ArrayViewMut2::from_shape((rows, dim), &mut *input_grad).expect("input");
+            let in_grad = ArrayViewMut2::from_shape((rows, dim), &mut *input_grad).expect("input");
             if last {
-                self.made.backward_block(
-                    input, &mut tape, o_bar, in_grad, param_grad, scratch, own,
-                );
+                self.made
+                    .backward_block(input, &mut tape, o_bar, in_grad, param_grad, scratch, own);
                 break;
             }
             // A sweep: only the input gradient is kept.
@@ -799,7 +812,14 @@ mod tests {
     fn params_are_visited_in_layout_order() {
         let mut r = rng(1);
         for side in SIDES {
-            let config = (side, 4, Order::Reverse, CouplingTransform::Affine, Activation::Elu, &[6, 5][..]);
+            let config = (
+                side,
+                4,
+                Order::Reverse,
+                CouplingTransform::Affine,
+                Activation::Elu,
+                &[6, 5][..],
+            );
             let mut a = random_layer(config, &mut r);
             let mut seen = Vec::new();
             let mut flat = Vec::new();
@@ -834,7 +854,11 @@ mod tests {
             let mut again = Vec::new();
             a.visit_params(&mut |_, _, v| again.extend_from_slice(v));
             for (i, v) in again.iter().enumerate() {
-                let expected = if a.made().is_free(i) { (i + 1) as f64 } else { 0.0 };
+                let expected = if a.made().is_free(i) {
+                    (i + 1) as f64
+                } else {
+                    0.0
+                };
                 assert_eq!(*v, expected, "parameter {i}");
             }
         }
@@ -845,21 +869,39 @@ mod tests {
         let mut r = rng(2);
         for side in SIDES {
             for order in ORDERS {
-                let config = (side, 5, order, CouplingTransform::Affine, Activation::Tanh, &[7, 4][..]);
+                let config = (
+                    side,
+                    5,
+                    order,
+                    CouplingTransform::Affine,
+                    Activation::Tanh,
+                    &[7, 4][..],
+                );
                 let mut a = random_layer(config, &mut r);
                 a.visit_params_mut(&mut |_, _, v| v.fill(0.25));
                 let mut flat = Vec::new();
                 a.visit_params(&mut |_, _, v| flat.extend_from_slice(v));
-                let masked: Vec<usize> = (0..flat.len()).filter(|&i| !a.made().is_free(i)).collect();
+                let masked: Vec<usize> =
+                    (0..flat.len()).filter(|&i| !a.made().is_free(i)).collect();
                 assert!(!masked.is_empty());
                 assert!(masked.iter().all(|&i| flat[i] == 0.0));
-                assert!((0..flat.len()).filter(|i| !masked.contains(i)).all(|i| flat[i] == 0.25));
+                assert!(
+                    (0..flat.len())
+                        .filter(|i| !masked.contains(i))
+                        .all(|i| flat[i] == 0.25)
+                );
                 // Their gradient is exactly zero (added to what is there).
                 randomise(&mut a, &mut r);
                 let (y, x_bar, w) = random_backward_inputs(9, 5, &mut r);
                 let mut pg = vec![7.0; a.param_len()];
                 let mut grad = x_bar.clone();
-                a.inverse_backward_block(y.view(), grad.view_mut(), w.view(), &mut pg, &mut Workspace::default());
+                a.inverse_backward_block(
+                    y.view(),
+                    grad.view_mut(),
+                    w.view(),
+                    &mut pg,
+                    &mut Workspace::default(),
+                );
                 assert!(masked.iter().all(|&i| pg[i] == 7.0), "{side:?} {order:?}");
                 assert!(pg.iter().filter(|&&g| g != 7.0).count() > 0);
             }
@@ -896,13 +938,27 @@ mod tests {
     fn point_scratch_is_the_mlp_scratch_plus_one_coordinate() {
         let mut r = rng(3);
         for side in SIDES {
-            for (transform, per) in [(CouplingTransform::Affine, 2), (CouplingTransform::Additive, 1)] {
-                let a: Autoregressive<f64> =
-                    build((side, 6, Order::Natural, transform, Activation::Relu, &[12, 30, 7]), &mut r);
+            for (transform, per) in [
+                (CouplingTransform::Affine, 2),
+                (CouplingTransform::Additive, 1),
+            ] {
+                let a: Autoregressive<f64> = build(
+                    (
+                        side,
+                        6,
+                        Order::Natural,
+                        transform,
+                        Activation::Relu,
+                        &[12, 30, 7],
+                    ),
+                    &mut r,
+                );
                 // max(12, 7) + 30 for the MLP.
                 assert_eq!(a.point_scratch(), 42 + per);
-                let lin: Autoregressive<f64> =
-                    build((side, 6, Order::Natural, transform, Activation::Relu, &[]), &mut r);
+                let lin: Autoregressive<f64> = build(
+                    (side, 6, Order::Natural, transform, Activation::Relu, &[]),
+                    &mut r,
+                );
                 assert_eq!(lin.point_scratch(), per);
             }
         }
@@ -935,7 +991,10 @@ mod tests {
                 assert!(y != x, "{config:?}: a randomised layer should move points");
                 let (back, _) = run(&a, &y, !inverse);
                 for (p, q) in back.iter().zip(&x) {
-                    assert!(close(*p, *q, 1e-10), "{config:?} inverse={inverse}: {p} vs {q}");
+                    assert!(
+                        close(*p, *q, 1e-10),
+                        "{config:?} inverse={inverse}: {p} vs {q}"
+                    );
                 }
             }
         }
@@ -989,13 +1048,20 @@ mod tests {
             }
             let x = random_rows(1, dim, &mut r);
             for inverse in [false, true] {
-                let jac = jacobian_fd(|p| point(&a, p, inverse).0, x.row(0).as_slice().unwrap(), 1e-6);
+                let jac = jacobian_fd(
+                    |p| point(&a, p, inverse).0,
+                    x.row(0).as_slice().unwrap(),
+                    1e-6,
+                );
                 let mut below = 0;
                 for i in 0..dim {
                     assert!(jac[i][i].abs() > 1e-6, "{config:?}: ∂y_{i}/∂x_{i} = 0");
                     for j in 0..dim {
                         if position[j] > position[i] {
-                            assert_eq!(jac[i][j], 0.0, "{config:?} inverse={inverse}: ∂y_{i}/∂x_{j}");
+                            assert_eq!(
+                                jac[i][j], 0.0,
+                                "{config:?} inverse={inverse}: ∂y_{i}/∂x_{j}"
+                            );
                         } else if position[j] < position[i] && jac[i][j] != 0.0 {
                             below += 1;
                         }
@@ -1013,7 +1079,14 @@ mod tests {
     fn log_dets_are_added_to_what_is_there() {
         let mut r = rng(9);
         for side in SIDES {
-            let config = (side, 5, Order::Seeded(1), CouplingTransform::Affine, Activation::Tanh, &[8][..]);
+            let config = (
+                side,
+                5,
+                Order::Seeded(1),
+                CouplingTransform::Affine,
+                Activation::Tanh,
+                &[8][..],
+            );
             let a = random_layer(config, &mut r);
             let x = random_rows(10, 5, &mut r);
             for inverse in [false, true] {
@@ -1059,7 +1132,14 @@ mod tests {
         let mut r = rng(11);
         for side in SIDES {
             for transform in TRANSFORMS {
-                let config = (side, 6, Order::Seeded(9), transform, Activation::Silu, &[16, 12][..]);
+                let config = (
+                    side,
+                    6,
+                    Order::Seeded(9),
+                    transform,
+                    Activation::Silu,
+                    &[16, 12][..],
+                );
                 let a = random_layer(config, &mut r);
                 let x = random_rows(1000, 6, &mut r);
                 for inverse in [false, true] {
@@ -1077,8 +1157,15 @@ mod tests {
                             a.forward_block(block, ld, &mut ws);
                         }
                     }
-                    for (p, q) in whole.iter().zip(&pieces).chain(ld_whole.iter().zip(&ld_pieces)) {
-                        assert!(close(*p, *q, 1e-13), "{config:?} inverse={inverse}: {p} vs {q}");
+                    for (p, q) in whole
+                        .iter()
+                        .zip(&pieces)
+                        .chain(ld_whole.iter().zip(&ld_pieces))
+                    {
+                        assert!(
+                            close(*p, *q, 1e-13),
+                            "{config:?} inverse={inverse}: {p} vs {q}"
+                        );
                     }
                 }
             }
@@ -1090,7 +1177,14 @@ mod tests {
         let mut r = rng(12);
         for side in SIDES {
             for hidden in HIDDEN {
-                let config = (side, 4, Order::Reverse, CouplingTransform::Affine, Activation::Elu, hidden);
+                let config = (
+                    side,
+                    4,
+                    Order::Reverse,
+                    CouplingTransform::Affine,
+                    Activation::Elu,
+                    hidden,
+                );
                 let a = random_layer(config, &mut r);
                 let x = random_rows(30, 4, &mut r);
                 for inverse in [false, true] {
@@ -1123,7 +1217,14 @@ mod tests {
         let mut r = rng(13);
         for side in SIDES {
             for hidden in HIDDEN {
-                let config = (side, 5, Order::Natural, CouplingTransform::Affine, Activation::Relu, hidden);
+                let config = (
+                    side,
+                    5,
+                    Order::Natural,
+                    CouplingTransform::Affine,
+                    Activation::Relu,
+                    hidden,
+                );
                 let a = random_layer(config, &mut r);
                 let (y, x_bar, w) = random_backward_inputs(256, 5, &mut r);
                 let mut ws = Workspace::default();
@@ -1137,8 +1238,16 @@ mod tests {
                 let capacity = ws.capacity();
                 assert!(capacity > 0);
                 for rows in [256, 100, 1] {
-                    a.forward_block(x.slice_mut(s![..rows, ..]), ld.slice_mut(s![..rows]), &mut ws);
-                    a.inverse_block(x.slice_mut(s![..rows, ..]), ld.slice_mut(s![..rows]), &mut ws);
+                    a.forward_block(
+                        x.slice_mut(s![..rows, ..]),
+                        ld.slice_mut(s![..rows]),
+                        &mut ws,
+                    );
+                    a.inverse_block(
+                        x.slice_mut(s![..rows, ..]),
+                        ld.slice_mut(s![..rows]),
+                        &mut ws,
+                    );
                     a.inverse_backward_block(
                         y.slice(s![..rows, ..]),
                         grad.slice_mut(s![..rows, ..]),
@@ -1157,7 +1266,14 @@ mod tests {
         let mut r = rng(14);
         for side in SIDES {
             for activation in ACTIVATIONS {
-                let config = (side, 5, Order::Seeded(4), CouplingTransform::Affine, activation, &[8, 8][..]);
+                let config = (
+                    side,
+                    5,
+                    Order::Seeded(4),
+                    CouplingTransform::Affine,
+                    activation,
+                    &[8, 8][..],
+                );
                 let mut a = random_layer(config, &mut r);
                 // Output biases of the raw log-scales (odd outputs) at ±1e4.
                 a.visit_params_mut(&mut |name, _, v| {
@@ -1171,7 +1287,10 @@ mod tests {
                 for inverse in [false, true] {
                     let (y, ld) = run(&a, &x, inverse);
                     assert!(y.iter().all(|v| v.is_finite()), "{config:?}");
-                    assert!(ld.iter().all(|l| l.is_finite() && l.abs() <= 5.0 * LOG_SCALE_BOUND));
+                    assert!(
+                        ld.iter()
+                            .all(|l| l.is_finite() && l.abs() <= 5.0 * LOG_SCALE_BOUND)
+                    );
                     let (back, _) = run(&a, &y, !inverse);
                     for (p, q) in back.iter().zip(&x) {
                         assert!(close(*p, *q, 1e-8), "{config:?}: {p} vs {q}");
@@ -1191,7 +1310,14 @@ mod tests {
         let mut r = rng(15);
         for side in SIDES {
             for transform in TRANSFORMS {
-                let config = (side, 4, Order::Reverse, transform, Activation::Tanh, &[8, 4][..]);
+                let config = (
+                    side,
+                    4,
+                    Order::Reverse,
+                    transform,
+                    Activation::Tanh,
+                    &[8, 4][..],
+                );
                 let a = random_layer(config, &mut r);
                 let x = random_rows(20, 4, &mut r);
                 let mut bad = x.clone();
@@ -1224,7 +1350,14 @@ mod tests {
     fn works_in_f32() {
         let mut r = rng(16);
         for side in SIDES {
-            let config = (side, 5, Order::Seeded(2), CouplingTransform::Affine, Activation::Silu, &[8, 8][..]);
+            let config = (
+                side,
+                5,
+                Order::Seeded(2),
+                CouplingTransform::Affine,
+                Activation::Silu,
+                &[8, 8][..],
+            );
             let a64 = random_layer(config, &mut r);
             let a32 = to_f32(&a64, config, &mut r);
             let x = random_rows(64, 5, &mut r);
@@ -1274,7 +1407,12 @@ mod tests {
     }
 
     /// `J(y) = Σ_i ⟨x̄_i, x_i(y)⟩ + w_i·ld_i(y)` through `inverse_block`.
-    fn objective(a: &Autoregressive<f64>, y: &Array2<f64>, x_bar: &Array2<f64>, w: &Array1<f64>) -> f64 {
+    fn objective(
+        a: &Autoregressive<f64>,
+        y: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+    ) -> f64 {
         let (x, ld) = run(a, y, true);
         (x * x_bar).sum() + ld.dot(w)
     }
@@ -1287,7 +1425,13 @@ mod tests {
     ) -> (Array2<f64>, Vec<f64>) {
         let mut grad = x_bar.clone();
         let mut pg = vec![0.0; a.param_len()];
-        a.inverse_backward_block(y.view(), grad.view_mut(), w.view(), &mut pg, &mut Workspace::default());
+        a.inverse_backward_block(
+            y.view(),
+            grad.view_mut(),
+            w.view(),
+            &mut pg,
+            &mut Workspace::default(),
+        );
         (grad, pg)
     }
 
@@ -1331,8 +1475,13 @@ mod tests {
                     let (mut up, mut down) = (y.clone(), y.clone());
                     up[[i, j]] += h;
                     down[[i, j]] -= h;
-                    let fd = (objective(&a, &up, &x_bar, &w) - objective(&a, &down, &x_bar, &w)) / (2.0 * h);
-                    assert!(grad_close(grad[[i, j]], fd), "{config:?} ∂J/∂y[{i},{j}]: {} vs fd {fd}", grad[[i, j]]);
+                    let fd = (objective(&a, &up, &x_bar, &w) - objective(&a, &down, &x_bar, &w))
+                        / (2.0 * h);
+                    assert!(
+                        grad_close(grad[[i, j]], fd),
+                        "{config:?} ∂J/∂y[{i},{j}]: {} vs fd {fd}",
+                        grad[[i, j]]
+                    );
                 }
             }
         }
@@ -1354,7 +1503,11 @@ mod tests {
                 let down = objective(&a, &y, &x_bar, &w);
                 set_param(&mut a, p, v);
                 let fd = (up - down) / (2.0 * h);
-                assert!(grad_close(pg[p], fd), "{config:?} ∂J/∂θ[{p}]: {} vs fd {fd}", pg[p]);
+                assert!(
+                    grad_close(pg[p], fd),
+                    "{config:?} ∂J/∂θ[{p}]: {} vs fd {fd}",
+                    pg[p]
+                );
                 if !a.made().is_free(p) {
                     assert_eq!(pg[p], 0.0);
                 }
@@ -1367,14 +1520,29 @@ mod tests {
         let mut r = rng(22);
         for side in SIDES {
             for transform in TRANSFORMS {
-                let config = (side, 5, Order::Seeded(6), transform, Activation::Tanh, &[8, 6][..]);
+                let config = (
+                    side,
+                    5,
+                    Order::Seeded(6),
+                    transform,
+                    Activation::Tanh,
+                    &[8, 6][..],
+                );
                 let a = random_layer(config, &mut r);
                 let (y, x_bar, w) = random_backward_inputs(17, 5, &mut r);
                 let (grad, fresh) = backward(&a, &y, &x_bar, &w);
-                let start: Vec<f64> = (0..a.param_len()).map(|_| r.random_range(-3.0..3.0)).collect();
+                let start: Vec<f64> = (0..a.param_len())
+                    .map(|_| r.random_range(-3.0..3.0))
+                    .collect();
                 let mut acc = start.clone();
                 let mut grad_again = x_bar.clone();
-                a.inverse_backward_block(y.view(), grad_again.view_mut(), w.view(), &mut acc, &mut Workspace::default());
+                a.inverse_backward_block(
+                    y.view(),
+                    grad_again.view_mut(),
+                    w.view(),
+                    &mut acc,
+                    &mut Workspace::default(),
+                );
                 assert_eq!(grad_again, grad);
                 for ((p, s), f) in acc.iter().zip(&start).zip(&fresh) {
                     assert!(close(*p, s + f, 1e-13), "{config:?}: {p} vs {s} + {f}");
@@ -1388,7 +1556,14 @@ mod tests {
         let mut r = rng(23);
         for side in SIDES {
             for transform in TRANSFORMS {
-                let config = (side, 6, Order::Reverse, transform, Activation::Silu, &[16, 12][..]);
+                let config = (
+                    side,
+                    6,
+                    Order::Reverse,
+                    transform,
+                    Activation::Silu,
+                    &[16, 12][..],
+                );
                 let a = random_layer(config, &mut r);
                 let (y, x_bar, w) = random_backward_inputs(1000, 6, &mut r);
                 let (grad_whole, pg_whole) = backward(&a, &y, &x_bar, &w);
@@ -1419,7 +1594,14 @@ mod tests {
     fn backward_works_on_non_contiguous_blocks() {
         let mut r = rng(24);
         for side in SIDES {
-            let config = (side, 4, Order::Seeded(8), CouplingTransform::Affine, Activation::Elu, &[6, 5][..]);
+            let config = (
+                side,
+                4,
+                Order::Seeded(8),
+                CouplingTransform::Affine,
+                Activation::Elu,
+                &[6, 5][..],
+            );
             let a = random_layer(config, &mut r);
             let (y, x_bar, w) = random_backward_inputs(30, 4, &mut r);
             let (grad, pg) = backward(&a, &y, &x_bar, &w);
@@ -1448,7 +1630,14 @@ mod tests {
     fn backward_works_in_f32() {
         let mut r = rng(25);
         for side in SIDES {
-            let config = (side, 5, Order::Natural, CouplingTransform::Affine, Activation::Silu, &[8, 6][..]);
+            let config = (
+                side,
+                5,
+                Order::Natural,
+                CouplingTransform::Affine,
+                Activation::Silu,
+                &[8, 6][..],
+            );
             let a64 = random_layer(config, &mut r);
             let a32 = to_f32(&a64, config, &mut r);
             let (y, x_bar, w) = random_backward_inputs(40, 5, &mut r);
@@ -1462,7 +1651,12 @@ mod tests {
                 &mut pg32,
                 &mut Workspace::default(),
             );
-            for (p, q) in grad32.iter().zip(&grad).map(|(p, q)| (*p as f64, *q)).chain(pg32.iter().zip(&pg).map(|(p, q)| (*p as f64, *q))) {
+            for (p, q) in grad32
+                .iter()
+                .zip(&grad)
+                .map(|(p, q)| (*p as f64, *q))
+                .chain(pg32.iter().zip(&pg).map(|(p, q)| (*p as f64, *q)))
+            {
                 assert!(close(p, q, 1e-3), "{config:?}: {p} vs {q}");
             }
         }
