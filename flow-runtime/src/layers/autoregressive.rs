@@ -21,8 +21,8 @@
 //!
 //! The Jacobian `∂(output)/∂(input)` is triangular in the order and the log-det is the sum
 //! of the per-coordinate ones. Extending to another [`CouplingTransform`] means adding an
-//! arm to [`per_coordinate`], [`step`] and [`step_backward`], the only places that read a
-//! coordinate's parameters.
+//! arm to [`per_coordinate`] and to the private `step` and `step_backward`, the only
+//! places that read a coordinate's parameters.
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
 use rand::Rng;
