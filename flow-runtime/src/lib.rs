@@ -10,6 +10,7 @@ pub mod float;
 pub mod flow;
 pub mod io;
 pub mod layers;
+pub mod made;
 pub mod nets;
 pub mod reference;
 pub mod support;

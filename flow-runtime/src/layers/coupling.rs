@@ -81,13 +81,13 @@ pub const LOG_SCALE_BOUND: f64 = 6.9;
 /// (−C, C) whose slope decays like 1/raw², not exponentially as `C·tanh(raw/C)` would, so
 /// a large raw output still gets a gradient; zuko bounds its affine layers the same way).
 #[inline(always)]
-fn bounded_log_scale<F: Float>(raw: F) -> F {
+pub(crate) fn bounded_log_scale<F: Float>(raw: F) -> F {
     raw / (F::one() + (raw / F::of(LOG_SCALE_BOUND)).abs())
 }
 
 /// `d bounded_log_scale / d raw = 1 / (1 + |raw|/C)²`.
 #[inline(always)]
-fn bounded_log_scale_slope<F: Float>(raw: F) -> F {
+pub(crate) fn bounded_log_scale_slope<F: Float>(raw: F) -> F {
     let q = F::one() + (raw / F::of(LOG_SCALE_BOUND)).abs();
     F::one() / (q * q)
 }
@@ -95,7 +95,7 @@ fn bounded_log_scale_slope<F: Float>(raw: F) -> F {
 /// The log-det of one affine step, `±s` (`s` the bounded log-scale of `raw`): `s` towards
 /// the base (`inverse`), `−s` towards the data.
 #[inline(always)]
-fn affine_log_det<F: Float>(inverse: bool, raw: F) -> F {
+pub(crate) fn affine_log_det<F: Float>(inverse: bool, raw: F) -> F {
     let s = bounded_log_scale(raw);
     if inverse { s } else { -s }
 }
@@ -103,14 +103,14 @@ fn affine_log_det<F: Float>(inverse: bool, raw: F) -> F {
 /// The factor of one affine step, `exp(±s)`: a branch-free exponential, so that a loop
 /// over many raw log-scales vectorises.
 #[inline(always)]
-fn affine_scale<F: Float>(inverse: bool, raw: F) -> F {
+pub(crate) fn affine_scale<F: Float>(inverse: bool, raw: F) -> F {
     crate::fastmath::exp(affine_log_det(inverse, raw))
 }
 
 /// One affine step on a transformed coordinate from its shift `t` and its factor
 /// `e =` [`affine_scale`]: `v·e + t` towards the base, `(v − t)·e` towards the data.
 #[inline(always)]
-fn affine_apply<F: Float>(inverse: bool, v: F, t: F, e: F) -> F {
+pub(crate) fn affine_apply<F: Float>(inverse: bool, v: F, t: F, e: F) -> F {
     if inverse { v * e + t } else { (v - t) * e }
 }
 
@@ -177,7 +177,7 @@ fn affine_factors_with<F: Float>(
 /// One affine step on a transformed coordinate: `(new value, log-det)` from the shift `t`
 /// and the raw log-scale (the arithmetic of the batch kernel, one value at a time).
 #[inline(always)]
-fn affine_step<F: Float>(inverse: bool, v: F, t: F, raw: F) -> (F, F) {
+pub(crate) fn affine_step<F: Float>(inverse: bool, v: F, t: F, raw: F) -> (F, F) {
     let e = affine_scale(inverse, raw);
     (affine_apply(inverse, v, t, e), affine_log_det(inverse, raw))
 }
@@ -198,7 +198,7 @@ static PARAM_NAMES: [[&str; 2]; NAMED_LAYERS] =
 
 /// The name of tensor `kind` (`"weight"` or `"bias"`) of conditioner layer `l`: static for
 /// the first [`NAMED_LAYERS`] layers, formatted (allocating) beyond.
-fn param_name(l: usize, kind: &'static str) -> Cow<'static, str> {
+pub(crate) fn param_name(l: usize, kind: &'static str) -> Cow<'static, str> {
     match (PARAM_NAMES.get(l), kind) {
         (Some([weight, _]), "weight") => Cow::Borrowed(weight),
         (Some([_, bias]), "bias") => Cow::Borrowed(bias),

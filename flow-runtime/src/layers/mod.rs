@@ -14,10 +14,13 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use crate::float::Float;
 use crate::workspace::Workspace;
 
+pub mod autoregressive;
 pub mod coupling;
 pub mod elementwise;
 pub mod permute;
 
+pub use crate::made::Order;
+pub use autoregressive::{Autoregressive, Side};
 pub use coupling::{Activation, Coupling, CouplingTransform, Mask};
 pub use elementwise::{
     Affine, Atanh, Exp, LeakyRelu, Log, Logit, Scale, Shift, Sigmoid, Softplus, Tanh,
