@@ -17,12 +17,14 @@ use crate::workspace::Workspace;
 pub mod coupling;
 pub mod elementwise;
 pub mod permute;
+pub mod spline;
 
 pub use coupling::{Activation, Coupling, CouplingTransform, Mask};
 pub use elementwise::{
     Affine, Atanh, Exp, LeakyRelu, Log, Logit, Scale, Shift, Sigmoid, Softplus, Tanh,
 };
 pub use permute::Permute;
+pub use spline::Spline;
 
 /// A bijective layer of a flow.
 pub trait Layer<F: Float>: Send + Sync {
