@@ -126,9 +126,27 @@ fn clamp<F: Float>(v: F, lo: F, hi: F) -> F {
     v.max(lo).min(hi)
 }
 
-/// Calls `f(k, bin k)` for `k = 0..K`, in order: the normalisation of the module docs.
-/// The one place knots are computed, so the cached and the on-the-fly paths agree bit
-/// for bit.
+/// The derivatives `(δ_i, δ_{i+1})` at the knots of bin `i`: 1 at `±B`, else
+/// [`derivative`] of the raw value.
+#[inline(always)]
+fn bin_derivatives<F: Float>(raw: Raw<'_, F>, i: usize) -> (F, F) {
+    let k = raw.widths.len();
+    let d0 = if i == 0 {
+        F::one()
+    } else {
+        derivative(raw.derivatives[i - 1])
+    };
+    let d1 = if i + 1 == k {
+        F::one()
+    } else {
+        derivative(raw.derivatives[i])
+    };
+    (d0, d1)
+}
+
+/// Calls `f(k, bin k)` for `k = 0..K`, in order, with the knots of the module docs and
+/// the derivatives left at zero ([`bin_derivatives`] gives them). The one place knots are
+/// computed, so the cached and the on-the-fly paths agree bit for bit.
 #[inline(always)]
 fn for_each_bin<F: Float>(raw: Raw<'_, F>, bound: F, mut f: impl FnMut(usize, Bin<F>)) {
     let k = raw.widths.len();
@@ -139,19 +157,16 @@ fn for_each_bin<F: Float>(raw: Raw<'_, F>, bound: F, mut f: impl FnMut(usize, Bi
     let scale_h = F::one() - F::of(k as f64) * min_h;
     let two_b = bound + bound;
     let (mut cum_w, mut cum_h) = (F::zero(), F::zero());
-    let (mut x0, mut y0, mut d0) = (-bound, -bound, F::one());
+    let (mut x0, mut y0) = (-bound, -bound);
     for i in 0..k {
         cum_w += min_w + scale_w * (fastmath::exp(raw.widths[i] - max_w) * inv_w);
         cum_h += min_h + scale_h * (fastmath::exp(raw.heights[i] - max_h) * inv_h);
-        let (x1, y1, d1) = if i + 1 == k {
-            (bound, bound, F::one())
+        let (x1, y1) = if i + 1 == k {
+            (bound, bound)
         } else {
-            (
-                -bound + two_b * cum_w,
-                -bound + two_b * cum_h,
-                derivative(raw.derivatives[i]),
-            )
+            (-bound + two_b * cum_w, -bound + two_b * cum_h)
         };
+        let (d0, d1) = (F::zero(), F::zero());
         f(
             i,
             Bin {
@@ -163,7 +178,7 @@ fn for_each_bin<F: Float>(raw: Raw<'_, F>, bound: F, mut f: impl FnMut(usize, Bi
                 d1,
             },
         );
-        (x0, y0, d0) = (x1, y1, d1);
+        (x0, y0) = (x1, y1);
     }
 }
 
@@ -178,6 +193,7 @@ fn find_bin<F: Float>(raw: Raw<'_, F>, bound: F, key: F, by_y: bool) -> (usize, 
             found = (i, bin);
         }
     });
+    (found.1.d0, found.1.d1) = bin_derivatives(raw, found.0);
     found
 }
 
@@ -510,9 +526,11 @@ impl<F: Float> Spline<F> {
         for (j, kn) in knots.chunks_exact_mut(3 * n).enumerate() {
             let (xs, rest) = kn.split_at_mut(n);
             let (ys, ds) = rest.split_at_mut(n);
-            for_each_bin(self.raw(j), bound, |i, b| {
-                (xs[i], ys[i], ds[i]) = (b.x0, b.y0, b.d0);
-                (xs[i + 1], ys[i + 1], ds[i + 1]) = (b.x1, b.y1, b.d1);
+            let raw = self.raw(j);
+            for_each_bin(raw, bound, |i, b| {
+                (xs[i], ys[i]) = (b.x0, b.y0);
+                (xs[i + 1], ys[i + 1]) = (b.x1, b.y1);
+                (ds[i], ds[i + 1]) = bin_derivatives(raw, i);
             });
         }
         self.knots = knots;
@@ -601,8 +619,9 @@ elementwise_layer!(Spline<F>, "spline");
 #[cfg(test)]
 mod tests {
     use super::{
-        DERIVATIVE_OFFSET, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, Raw, Spline, derivative,
-        for_each_bin, params_per_coordinate, rq_forward, rq_inverse, rq_inverse_backward,
+        DERIVATIVE_OFFSET, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, Raw, Spline,
+        bin_derivatives, derivative, for_each_bin, params_per_coordinate, rq_forward, rq_inverse,
+        rq_inverse_backward,
     };
     use crate::float::Float;
     use crate::layers::Elementwise;
@@ -695,7 +714,9 @@ mod tests {
                 let raw = random_raw(bins, scale, &mut r);
                 let mut seen = 0;
                 let mut last = (-3.0f64, -3.0f64);
-                for_each_bin(Raw::split(&raw), 3.0, |i, b| {
+                let split = Raw::split(&raw);
+                for_each_bin(split, 3.0, |i, mut b| {
+                    (b.d0, b.d1) = bin_derivatives(split, i);
                     assert_eq!(i, seen);
                     assert_eq!((b.x0, b.y0), last);
                     assert!(b.x1 - b.x0 >= 0.99 * 6.0 * MIN_BIN_WIDTH, "{bins} {scale}");
