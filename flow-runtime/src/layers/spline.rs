@@ -53,7 +53,7 @@ pub const fn params_per_coordinate(bins: usize) -> usize {
 /// Panics if `len` is not of that form.
 fn bins_of(len: usize) -> usize {
     assert!(
-        len >= 2 && (len + 1) % 3 == 0,
+        len >= 2 && (len + 1).is_multiple_of(3),
         "spline: {len} raw parameters per coordinate, expected 3·bins − 1"
     );
     (len + 1) / 3
