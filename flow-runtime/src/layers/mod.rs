@@ -18,6 +18,7 @@ pub mod autoregressive;
 pub mod coupling;
 pub mod elementwise;
 pub mod permute;
+pub mod spline;
 
 pub use crate::made::Order;
 pub use autoregressive::{Autoregressive, Side};
@@ -26,6 +27,7 @@ pub use elementwise::{
     Affine, Atanh, Exp, LeakyRelu, Log, Logit, Scale, Shift, Sigmoid, Softplus, Tanh,
 };
 pub use permute::Permute;
+pub use spline::Spline;
 
 /// A bijective layer of a flow.
 pub trait Layer<F: Float>: Send + Sync {
