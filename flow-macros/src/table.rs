@@ -481,13 +481,31 @@ impl LayerKind {
     /// Scratch elements the layer's point methods need (see `Layer::point_scratch`).
     pub fn point_scratch(&self) -> usize {
         match self {
-            LayerKind::Coupling(spec) => {
-                let mut widths: Vec<usize> = spec.hidden.iter().map(|&(h, _)| h as usize).collect();
-                widths.sort_unstable_by(|a, b| b.cmp(a));
-                widths.iter().take(2).sum()
+            LayerKind::Coupling(spec) => conditioner_scratch(&spec.hidden),
+            // The conditioner's, plus one coordinate's outputs.
+            LayerKind::Autoregressive(spec) => {
+                conditioner_scratch(&spec.hidden) + outputs_per_coordinate(&spec.transform)
             }
             _ => 0,
         }
+    }
+}
+
+/// The point scratch of an MLP conditioner (`Mlp::point_scratch` bounds it by the two
+/// widest hidden layers).
+fn conditioner_scratch(hidden: &[(u64, crate::parse::Place)]) -> usize {
+    let mut widths: Vec<usize> = hidden.iter().map(|&(h, _)| h as usize).collect();
+    widths.sort_unstable_by(|a, b| b.cmp(a));
+    widths.iter().take(2).sum()
+}
+
+/// The conditioner outputs a transform takes per coordinate (the runtime's
+/// `autoregressive::per_coordinate`).
+fn outputs_per_coordinate(transform: &CouplingTransform) -> usize {
+    match transform {
+        CouplingTransform::Affine => 2,
+        CouplingTransform::Additive => 1,
+        CouplingTransform::Spline(spec) => 3 * spec.bins.0 as usize - 1,
     }
 }
 

@@ -29,6 +29,7 @@ use rand::Rng;
 
 use crate::float::Float;
 use crate::layers::coupling::{affine_scale, affine_step, bounded_log_scale_slope, param_name};
+use crate::layers::spline::{rq_forward, rq_inverse, rq_inverse_backward};
 use crate::layers::{CouplingTransform, Layer};
 use crate::made::{Made, Order};
 use crate::nets::{Activation, MlpTape};
@@ -57,10 +58,7 @@ pub struct Autoregressive<F> {
 
 /// Conditioner outputs per coordinate for `transform`.
 pub fn per_coordinate(transform: CouplingTransform) -> usize {
-    match transform {
-        CouplingTransform::Affine => 2,
-        CouplingTransform::Additive => 1,
-    }
+    transform.outputs_per_coordinate()
 }
 
 /// One coordinate's step from its parameters `p`: `(new value, log-det)`, towards the base
@@ -70,6 +68,8 @@ fn step<F: Float>(transform: CouplingTransform, inverse: bool, v: F, p: &[F]) ->
     match transform {
         CouplingTransform::Affine => affine_step(inverse, v, p[0], p[1]),
         CouplingTransform::Additive => (if inverse { v - p[0] } else { v + p[0] }, F::zero()),
+        CouplingTransform::Spline { bound, .. } if inverse => rq_inverse(p, F::of(bound), v),
+        CouplingTransform::Spline { bound, .. } => rq_forward(p, F::of(bound), v),
     }
 }
 
@@ -78,7 +78,8 @@ fn step<F: Float>(transform: CouplingTransform, inverse: bool, v: F, p: &[F]) ->
 /// and returns its derivative with respect to `y`.
 ///
 /// Affine (`x = y·e^{s} + t`, log-det `s`): `ȳ = x̄·e^{s}`, `t̄ = x̄`,
-/// `raw̄ = (x̄·y·e^{s} + w)·ds/draw`. Additive (`x = y − t`): `ȳ = x̄`, `t̄ = −x̄`.
+/// `raw̄ = (x̄·y·e^{s} + w)·ds/draw`. Additive (`x = y − t`): `ȳ = x̄`, `t̄ = −x̄`. Spline:
+/// the rational-quadratic kernel's own reverse mode (`spline::rq_inverse_backward`).
 #[inline(always)]
 fn step_backward<F: Float>(
     transform: CouplingTransform,
@@ -99,6 +100,10 @@ fn step_backward<F: Float>(
         CouplingTransform::Additive => {
             p_bar[0] = -x_bar;
             x_bar
+        }
+        CouplingTransform::Spline { bound, .. } => {
+            p_bar.fill(F::zero());
+            rq_inverse_backward(p, F::of(bound), y, x_bar, w, p_bar)
         }
     }
 }
@@ -682,8 +687,14 @@ mod tests {
 
     const SIDES: [Side; 2] = [Side::Data, Side::Base];
     const ORDERS: [Order; 3] = [Order::Natural, Order::Reverse, Order::Seeded(3)];
-    const TRANSFORMS: [CouplingTransform; 2] =
-        [CouplingTransform::Affine, CouplingTransform::Additive];
+    const TRANSFORMS: [CouplingTransform; 3] = [
+        CouplingTransform::Affine,
+        CouplingTransform::Additive,
+        CouplingTransform::Spline {
+            bins: 3,
+            bound: 2.0,
+        },
+    ];
     const ACTIVATIONS: [Activation; 4] = [
         Activation::Relu,
         Activation::Tanh,
@@ -941,6 +952,13 @@ mod tests {
             for (transform, per) in [
                 (CouplingTransform::Affine, 2),
                 (CouplingTransform::Additive, 1),
+                (
+                    CouplingTransform::Spline {
+                        bins: 4,
+                        bound: 1.0,
+                    },
+                    11,
+                ),
             ] {
                 let a: Autoregressive<f64> = build(
                     (
@@ -970,12 +988,23 @@ mod tests {
         for config in configs() {
             let a: Autoregressive<f64> = build(config, &mut r);
             let x = random_rows(20, config.1, &mut r);
+            // A zero-parameter spline is the identity up to rounding; the others exactly.
+            let tol = match config.3 {
+                CouplingTransform::Spline { .. } => 1e-14,
+                _ => 0.0,
+            };
             for inverse in [false, true] {
                 let (y, ld) = run(&a, &x, inverse);
-                assert_eq!(y, x, "{config:?}");
-                assert!(ld.iter().all(|&l| l == 0.0), "{config:?}");
+                for (a, b) in y.iter().zip(&x) {
+                    assert!((a - b).abs() <= tol, "{config:?}: {a} vs {b}");
+                }
+                assert!(ld.iter().all(|&l| l.abs() <= tol), "{config:?}");
                 let row = x.row(0).to_vec();
-                assert_eq!(point(&a, &row, inverse), (row.clone(), 0.0), "{config:?}");
+                let (p, l) = point(&a, &row, inverse);
+                for (a, b) in p.iter().zip(&row) {
+                    assert!((a - b).abs() <= tol, "{config:?}: {a} vs {b}");
+                }
+                assert!(l.abs() <= tol, "{config:?}");
             }
         }
     }
