@@ -439,6 +439,10 @@ pub struct FitReport {
 /// model holds the parameters with the best validation NLL (or the last ones without
 /// validation).
 ///
+/// A flow with a layer that waits for a data-dependent initialisation (an `actnorm` not yet
+/// initialised, see [`Trainable::needs_data_init`]) is initialised on the first training
+/// minibatch ([`Trainable::initialize_from_data`]) before the first step.
+///
 /// Errors: a wrong column count or a non-finite value in `data`, and options that cannot
 /// work (an empty training set, `batch_size = 0`, …). A step whose loss or gradient is not
 /// finite is skipped and counted, never applied.
@@ -498,6 +502,17 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
     };
     let eval_every = options.eval_every.unwrap_or(steps_per_epoch);
 
+    // The first minibatch is drawn here when a layer (an `actnorm`) waits for a
+    // data-dependent initialisation, so that the initial parameters, the best ones kept and
+    // the first validation loss are the initialised ones. The shuffle is the loop's first,
+    // so the minibatches are the same either way.
+    let mut epoch_cursor = steps_per_epoch;
+    if total > 0 && model.needs_data_init() {
+        train_rows.shuffle(&mut rng);
+        epoch_cursor = 0;
+        model.initialize_from_data(gather_owned(data, &train_rows[..batch]).view())?;
+    }
+
     let params = model.param_len();
     let mut batch_rows = Array2::<F>::zeros((batch, dim));
     let mut grads = vec![F::zero(); params];
@@ -529,7 +544,6 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
     let log_every = total.div_ceil(10).max(1);
     let mut smoothed = f64::NAN;
     let mut evals_without_improvement = 0;
-    let mut epoch_cursor = steps_per_epoch;
     let base_lr = options.learning_rate;
     let clip = options.clip_norm.map(F::of);
 
@@ -847,6 +861,10 @@ pub(crate) mod mock {
                     &mut self.extra,
                 );
             }
+        }
+
+        fn layers_mut(&mut self) -> Vec<&mut dyn Layer<F>> {
+            Vec::new()
         }
 
         fn log_prob_backward_block(
