@@ -437,7 +437,8 @@ mod tests {
     fn student_t_log_prob_matches_the_formula() {
         // ν = 1: Cauchy, 1/(π(1 + z²)); ν = 2: (2 + z²)^(−3/2); ν = 3: 6√3/(π(3 + z²)²).
         let pi = std::f64::consts::PI;
-        let cases: [(f64, fn(f64) -> f64); 3] = [
+        type Density = fn(f64) -> f64;
+        let cases: [(f64, Density); 3] = [
             (1.0, |z| 1.0 / (std::f64::consts::PI * (1.0 + z * z))),
             (2.0, |z| (2.0 + z * z).powf(-1.5)),
             (3.0, |z| {
@@ -505,8 +506,8 @@ mod tests {
 
     #[test]
     fn logistic_log_prob_matches_the_formula_and_is_finite_far_out() {
-        for z in [0.0, 0.5, -2.0, 10.0, -30.0] {
-            let e = (-z as f64).exp();
+        for z in [0.0f64, 0.5, -2.0, 10.0, -30.0] {
+            let e = (-z).exp();
             let expected = (e / ((1.0 + e) * (1.0 + e))).ln();
             let got = log_density(&Logistic, z);
             assert!(

@@ -444,7 +444,7 @@ mod tests {
             }
         }
         // Every parameter, through the mutable visitor (so in layout order).
-        for p in 0..2 * D {
+        for (p, &got) in pg.iter().enumerate() {
             let nudge = |delta: f64| {
                 let mut m = l.clone();
                 let mut k = 0;
@@ -459,7 +459,7 @@ mod tests {
                 objective(&m, &y, &x_bar, &w)
             };
             let fd = (nudge(h) - nudge(-h)) / (2.0 * h);
-            assert!(close(pg[p], fd, 1e-6), "param {p}: {} vs {fd}", pg[p]);
+            assert!(close(got, fd, 1e-6), "param {p}: {got} vs {fd}");
         }
     }
 
