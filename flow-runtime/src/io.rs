@@ -49,7 +49,10 @@ pub fn save<F: Float, M: Trainable<F> + ?Sized>(
 }
 
 /// Reads parameters saved by [`save`] from `path` into `model`, after checking that the
-/// file was saved from the same `architecture` and fits the flow tensor by tensor.
+/// file was saved from the same `architecture` and fits the flow tensor by tensor. After a
+/// successful load every layer is marked initialised
+/// ([`Trainable::mark_data_initialized`]), so that training on from here does not redo an
+/// `actnorm`'s data-dependent initialisation.
 pub fn load<F: Float, M: Trainable<F> + ?Sized>(
     model: &mut M,
     path: impl AsRef<Path>,
@@ -60,7 +63,10 @@ pub fn load<F: Float, M: Trainable<F> + ?Sized>(
         path: path.to_path_buf(),
         message: format!("cannot read the parameter file: {e}"),
     })?;
-    from_bytes(model, &bytes, architecture)
+    from_bytes(model, &bytes, architecture)?;
+    // Loaded parameters are final: a data-dependent initialisation must not redo them.
+    model.mark_data_initialized();
+    Ok(())
 }
 
 /// The safetensors bytes [`save`] writes.

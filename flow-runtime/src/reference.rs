@@ -122,6 +122,7 @@ pub fn log_prob_and_grad<F: Float, B: BaseDistribution<F>>(
         log_prob.view_mut(),
         weight,
         grad_x.view_mut(),
+        &mut [],
     );
 
     // One slice of the flat gradient per layer, in list order.

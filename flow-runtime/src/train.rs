@@ -439,6 +439,10 @@ pub struct FitReport {
 /// model holds the parameters with the best validation NLL (or the last ones without
 /// validation).
 ///
+/// A flow with a layer that waits for a data-dependent initialisation (an `actnorm` not yet
+/// initialised, see [`Trainable::needs_data_init`]) is initialised on the first training
+/// minibatch ([`Trainable::initialize_from_data`]) before the first step.
+///
 /// Errors: a wrong column count or a non-finite value in `data`, and options that cannot
 /// work (an empty training set, `batch_size = 0`, …). A step whose loss or gradient is not
 /// finite is skipped and counted, never applied.
@@ -498,6 +502,17 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
     };
     let eval_every = options.eval_every.unwrap_or(steps_per_epoch);
 
+    // The first minibatch is drawn here when a layer (an `actnorm`) waits for a
+    // data-dependent initialisation, so that the initial parameters, the best ones kept and
+    // the first validation loss are the initialised ones. The shuffle is the loop's first,
+    // so the minibatches are the same either way.
+    let mut epoch_cursor = steps_per_epoch;
+    if total > 0 && model.needs_data_init() {
+        train_rows.shuffle(&mut rng);
+        epoch_cursor = 0;
+        model.initialize_from_data(gather_owned(data, &train_rows[..batch]).view())?;
+    }
+
     let params = model.param_len();
     let mut batch_rows = Array2::<F>::zeros((batch, dim));
     let mut grads = vec![F::zero(); params];
@@ -529,7 +544,6 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
     let log_every = total.div_ceil(10).max(1);
     let mut smoothed = f64::NAN;
     let mut evals_without_improvement = 0;
-    let mut epoch_cursor = steps_per_epoch;
     let base_lr = options.learning_rate;
     let clip = options.clip_norm.map(F::of);
 
@@ -847,6 +861,10 @@ pub(crate) mod mock {
                     &mut self.extra,
                 );
             }
+        }
+
+        fn layers_mut(&mut self) -> Vec<&mut dyn Layer<F>> {
+            Vec::new()
         }
 
         fn log_prob_backward_block(
@@ -1332,5 +1350,125 @@ mod tests {
         assert!(err.to_string().contains("no training rows"), "{err}");
         // Nothing was changed by the failed calls.
         assert_eq!(model.params(), vec![0.0; 4]);
+    }
+
+    // ----- data-dependent initialisation (actnorm) -------------------------------------
+
+    use crate::layers::{ActNorm, Affine};
+    use crate::trainable::mock::Chain;
+
+    fn actnorm_chain() -> Chain<f64> {
+        Chain {
+            dim: 2,
+            layers: vec![Box::new(ActNorm::<f64>::new(2))],
+        }
+    }
+
+    fn flat<M: Trainable<f64>>(model: &M) -> Vec<f64> {
+        let mut out = vec![0.0; model.param_len()];
+        model.params_to_slice(&mut out);
+        out
+    }
+
+    #[test]
+    fn fit_initialises_actnorm_on_its_first_minibatch() {
+        let data = gaussian_data(1000, &[5.0, -3.0], &[3.0, 0.2], 21);
+        // One minibatch of every training row, learning rate 0: the fit leaves exactly
+        // the initialisation.
+        let options = FitOptions {
+            batch_size: 1000,
+            max_steps: Some(1),
+            learning_rate: 0.0,
+            validation_fraction: 0.0,
+            ..quiet()
+        };
+        let mut model = actnorm_chain();
+        let report = fit(&mut model, data.view(), &options).unwrap();
+        assert!(!model.needs_data_init());
+        let mut expected = actnorm_chain();
+        expected.initialize_from_data(data.view()).unwrap();
+        for (a, b) in flat(&model).iter().zip(&flat(&expected)) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        // The step's loss is that of the initialised model: standardised data.
+        let nll = expected.nll_and_grad(data.view(), &mut [0.0; 4]).unwrap();
+        assert!((report.train_loss[0] - nll).abs() < 1e-9);
+
+        // With validation: the step-0 evaluation already sees the initialised model, and
+        // the kept best parameters are initialised ones.
+        let options = FitOptions {
+            batch_size: 100,
+            max_steps: Some(2),
+            validation_fraction: 0.2,
+            ..options
+        };
+        let mut model = actnorm_chain();
+        let identity_nll = -model.log_prob(data.view()).unwrap().mean().unwrap();
+        let report = fit(&mut model, data.view(), &options).unwrap();
+        assert!(!model.needs_data_init());
+        let (v0, v2) = (report.val_loss[0].1, report.val_loss[1].1);
+        assert_eq!(v0, v2, "learning rate 0");
+        assert!(v0 < 3.0 && identity_nll > 10.0, "{v0} vs {identity_nll}");
+    }
+
+    #[test]
+    fn fit_draws_the_same_minibatches_after_initialising() {
+        // An actnorm fitted from scratch follows, bit for bit, an affine layer (the same
+        // kernels) started at the actnorm's initialisation: the init is the first step's
+        // batch and the later batches are unchanged.
+        let data = gaussian_data(600, &[1.0, -4.0], &[2.0, 0.5], 22);
+        let options = FitOptions {
+            batch_size: 64,
+            max_steps: Some(30),
+            learning_rate: 0.01,
+            validation_fraction: 0.0,
+            seed: 3,
+            ..quiet()
+        };
+        let mut probe = actnorm_chain();
+        fit(
+            &mut probe,
+            data.view(),
+            &FitOptions {
+                max_steps: Some(1),
+                learning_rate: 0.0,
+                ..options.clone()
+            },
+        )
+        .unwrap();
+        let start = flat(&probe);
+        assert_ne!(start, vec![0.0; 4]);
+        let mut affine = Chain::<f64> {
+            dim: 2,
+            layers: vec![Box::new(Affine::<f64>::identity(2))],
+        };
+        affine.params_from_slice(&start);
+        let mut actnorm = actnorm_chain();
+        let a = fit(&mut actnorm, data.view(), &options).unwrap();
+        let b = fit(&mut affine, data.view(), &options).unwrap();
+        assert_eq!(a.train_loss, b.train_loss);
+        assert_eq!(flat(&actnorm), flat(&affine));
+    }
+
+    #[test]
+    fn fit_after_load_keeps_the_loaded_parameters() {
+        let data = gaussian_data(300, &[2.0, 2.0], &[1.0, 1.0], 23);
+        let mut saved = actnorm_chain();
+        saved.params_from_slice(&[0.5, -0.5, 0.3, 0.1]);
+        let dir = std::env::temp_dir().join(format!("flowgen-fit-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("actnorm.safetensors");
+        crate::io::save(&saved, &path, "actnorm").unwrap();
+        let mut model = actnorm_chain();
+        crate::io::load(&mut model, &path, "actnorm").unwrap();
+        let options = FitOptions {
+            max_steps: Some(1),
+            learning_rate: 0.0,
+            validation_fraction: 0.0,
+            ..quiet()
+        };
+        fit(&mut model, data.view(), &options).unwrap();
+        assert_eq!(flat(&model), [0.5, -0.5, 0.3, 0.1]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

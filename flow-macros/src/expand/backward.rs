@@ -35,6 +35,10 @@ pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
                 #(#rt::Layer::<#float>::visit_params_mut(&mut self.#fields, &mut |name, shape, values| visit(#field_names, name, shape, values));)*
             }
 
+            fn layers_mut(&mut self) -> ::std::vec::Vec<&mut dyn #rt::Layer<#float>> {
+                ::std::vec![#(&mut self.#fields as &mut dyn #rt::Layer<#float>),*]
+            }
+
             #[allow(unused_variables, unused_mut)]
             fn log_prob_backward_block(
                 &self,
@@ -92,7 +96,7 @@ fn backward_body(flow: &Flow, names: &Names, grads: &[Ident]) -> TokenStream {
         t0.assign(&x);
         log_prob.fill(0.0);
         #(#passes)*
-        #rt::trainable::base_backward(&#base, #last.view(), log_prob.view_mut(), weight, grad.view_mut());
+        #rt::trainable::base_backward(&#base, #last.view(), log_prob.view_mut(), weight, grad.view_mut(), &mut []);
         #(#backwards)*
     }
 }

@@ -122,6 +122,7 @@ pub fn stub(flow: &Flow) -> TokenStream {
             fn param_len(&self) -> usize { #unreachable }
             fn visit_params(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[#float])) { #unreachable }
             fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [#float])) { #unreachable }
+            fn layers_mut(&mut self) -> ::std::vec::Vec<&mut dyn #rt::Layer<#float>> { #unreachable }
             fn log_prob_backward_block(
                 &self,
                 x: #rt::ndarray::ArrayView2<'_, #float>,

@@ -600,6 +600,15 @@ pub trait ElementwiseParams<F: Float> {
     /// Visits each learnable tensor mutably.
     #[allow(clippy::type_complexity)]
     fn visit_params_mut(&mut self, _visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {}
+    /// [`Layer::needs_data_init`](crate::layers::Layer::needs_data_init) (`false`).
+    fn needs_data_init(&self) -> bool {
+        false
+    }
+    /// [`Layer::init_from_data`](crate::layers::Layer::init_from_data) (nothing).
+    fn init_from_data(&mut self, _y: ndarray::ArrayView2<'_, F>) {}
+    /// [`Layer::mark_data_initialized`](crate::layers::Layer::mark_data_initialized)
+    /// (nothing).
+    fn mark_data_initialized(&mut self) {}
 }
 
 /// `shift` (`[D]`) then `log_scale` (`[D]`): `param_grad[j]` and `param_grad[D + j]`.

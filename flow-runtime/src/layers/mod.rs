@@ -14,6 +14,7 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use crate::float::Float;
 use crate::workspace::Workspace;
 
+pub mod actnorm;
 pub mod autoregressive;
 pub mod coupling;
 pub mod elementwise;
@@ -21,6 +22,7 @@ pub mod permute;
 pub mod spline;
 
 pub use crate::made::Order;
+pub use actnorm::ActNorm;
 pub use autoregressive::{Autoregressive, Side};
 pub use coupling::{Activation, Coupling, CouplingTransform, Mask};
 pub use elementwise::{
@@ -75,6 +77,21 @@ pub trait Layer<F: Float>: Send + Sync {
     /// Visits each learnable tensor mutably, in the same order as [`Layer::visit_params`].
     #[allow(clippy::type_complexity)]
     fn visit_params_mut(&mut self, _visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {}
+
+    /// Whether this layer waits for a data-dependent initialisation (ActNorm before its
+    /// first batch); `false` for every other layer.
+    fn needs_data_init(&self) -> bool {
+        false
+    }
+
+    /// Sets the parameters from `y`, the block this layer's inverse is about to receive
+    /// (data side), and marks the layer initialised; a layer without a data-dependent
+    /// initialisation ignores it. See [`crate::Trainable::initialize_from_data`].
+    fn init_from_data(&mut self, _y: ArrayView2<'_, F>) {}
+
+    /// Marks the layer initialised without changing its parameters (e.g. after loading
+    /// them), so that [`Layer::needs_data_init`] becomes `false`.
+    fn mark_data_initialized(&mut self) {}
 
     /// Reverse mode through [`Layer::inverse_block`] for the objective
     /// `J = Σ_i weight[i] · (log-det of row i) + (terms of the inverse's output)`.
@@ -465,6 +482,15 @@ macro_rules! elementwise_layer {
             }
             fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {
                 $crate::layers::elementwise::ElementwiseParams::<F>::visit_params_mut(self, visit)
+            }
+            fn needs_data_init(&self) -> bool {
+                $crate::layers::elementwise::ElementwiseParams::<F>::needs_data_init(self)
+            }
+            fn init_from_data(&mut self, y: ndarray::ArrayView2<'_, F>) {
+                $crate::layers::elementwise::ElementwiseParams::<F>::init_from_data(self, y)
+            }
+            fn mark_data_initialized(&mut self) {
+                $crate::layers::elementwise::ElementwiseParams::<F>::mark_data_initialized(self)
             }
             fn inverse_backward_block(
                 &self,
