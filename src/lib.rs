@@ -18,9 +18,9 @@
 
 pub use flow_macros::flow;
 pub use flow_runtime::{
-    BaseDistribution, Density, Elementwise, Float, Flow, FlowError, Layer, StandardNormal,
-    StandardUniform, Support, Trainable, Workspace, base, io, layers, nets, reference, testing,
-    train, trainable,
+    BaseDistribution, Density, DiagonalNormal, Elementwise, Float, Flow, FlowError, Layer,
+    Logistic, StandardNormal, StandardUniform, StudentT, Support, Trainable, Workspace, base, io,
+    layers, made, nets, reference, testing, train, trainable,
 };
 pub use ndarray;
 pub use rand;

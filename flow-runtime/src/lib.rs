@@ -19,7 +19,9 @@ pub mod train;
 pub mod trainable;
 pub mod workspace;
 
-pub use base::{BaseDistribution, StandardNormal, StandardUniform};
+pub use base::{
+    BaseDistribution, DiagonalNormal, Logistic, StandardNormal, StandardUniform, StudentT,
+};
 pub use error::FlowError;
 pub use float::Float;
 pub use flow::{Density, Flow};

@@ -77,8 +77,9 @@ pub fn inverse_and_log_det<F: Float>(
 /// and **writes** `∂J/∂x` into `grad_x` (the shape of `x`).
 ///
 /// `param_grad` is laid out as the concatenation of the layers' parameters in list order,
-/// each layer's slice in the order of its [`Layer::visit_params`] (length
-/// `Σ` [`Layer::param_len`]) — the layout of a generated flow whose `layers()` is `layers`.
+/// each layer's slice in the order of its [`Layer::visit_params`], then the base's (length
+/// `Σ` [`Layer::param_len`] `+` [`BaseDistribution::param_len`]) — the layout of a
+/// generated flow whose `layers()` is `layers` and whose base is `base`.
 ///
 /// How: each layer's [`Layer::inverse_block`] runs over the whole batch, last layer first,
 /// on a copy of its input that is kept; then [`base_backward`] adds the base log-density and
@@ -96,12 +97,12 @@ pub fn log_prob_and_grad<F: Float, B: BaseDistribution<F>>(
     param_grad: &mut [F],
     mut grad_x: ArrayViewMut2<'_, F>,
 ) -> Array1<F> {
-    let param_len: usize = layers.iter().map(|l| l.param_len()).sum();
+    let layers_len: usize = layers.iter().map(|l| l.param_len()).sum();
     assert_eq!(weight.len(), x.nrows(), "weight: one per row of x");
     assert_eq!(
         param_grad.len(),
-        param_len,
-        "param_grad: the layers' param_len summed"
+        layers_len + base.param_len(),
+        "param_grad: the layers' param_len summed, plus the base's"
     );
     assert_eq!(grad_x.dim(), x.dim(), "grad_x: the shape of x");
 
@@ -116,17 +117,18 @@ pub fn log_prob_and_grad<F: Float, B: BaseDistribution<F>>(
     }
     inputs.reverse();
 
+    let (layers_grad, base_grad) = param_grad.split_at_mut(layers_len);
     base_backward(
         base,
         z.view(),
         log_prob.view_mut(),
         weight,
         grad_x.view_mut(),
-        &mut [],
+        base_grad,
     );
 
     // One slice of the flat gradient per layer, in list order.
-    let mut rest = param_grad;
+    let mut rest = layers_grad;
     for (layer, y) in layers.iter().zip(&inputs) {
         let (own, tail) = std::mem::take(&mut rest).split_at_mut(layer.param_len());
         rest = tail;

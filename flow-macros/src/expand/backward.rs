@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use super::chain::{Direction, Step, base_type, block_step, generics, steps};
+use super::chain::{Direction, Step, block_step, generics, steps};
 use super::{Names, runtime};
 use crate::ir::Flow;
 
@@ -19,20 +19,24 @@ pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let field_names: Vec<String> = fields.iter().map(Ident::to_string).collect();
     let grads: Vec<Ident> = fields.iter().map(|f| format_ident!("grad_{}", f)).collect();
-    let layer_count = fields.len();
+    // The layers' slices of the flat gradient, then the base's.
+    let layer_count = fields.len() + 1;
     let backward = backward_body(flow, names, &grads);
     quote! {
         impl #impl_generics #rt::Trainable<#float> for #ty #ty_generics #where_clause {
             fn param_len(&self) -> usize {
                 0 #(+ #rt::Layer::<#float>::param_len(&self.#fields))*
+                    + #rt::BaseDistribution::<#float>::param_len(&self.base)
             }
 
             fn visit_params(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[#float])) {
                 #(#rt::Layer::<#float>::visit_params(&self.#fields, &mut |name, shape, values| visit(#field_names, name, shape, values));)*
+                #rt::BaseDistribution::<#float>::visit_params(&self.base, &mut |name, shape, values| visit("base", name, shape, values));
             }
 
             fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [#float])) {
                 #(#rt::Layer::<#float>::visit_params_mut(&mut self.#fields, &mut |name, shape, values| visit(#field_names, name, shape, values));)*
+                #rt::BaseDistribution::<#float>::visit_params_mut(&mut self.base, &mut |name, shape, values| visit("base", name, shape, values));
             }
 
             fn layers_mut(&mut self) -> ::std::vec::Vec<&mut dyn #rt::Layer<#float>> {
@@ -51,9 +55,9 @@ pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
                 ws: &mut #rt::Workspace<#float>,
             ) {
                 use #rt::{Elementwise as _, Layer as _};
-                let [#(#grads),*] = #rt::trainable::split_params::<#layer_count, #float>(
+                let [#(#grads,)* grad_base] = #rt::trainable::split_params::<#layer_count, #float>(
                     param_grad,
-                    [#(#rt::Layer::<#float>::param_len(&self.#fields)),*],
+                    [#(#rt::Layer::<#float>::param_len(&self.#fields),)* #rt::BaseDistribution::<#float>::param_len(&self.base)],
                 );
                 #backward
             }
@@ -64,7 +68,6 @@ pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
 fn backward_body(flow: &Flow, names: &Names, grads: &[Ident]) -> TokenStream {
     let rt = runtime();
     let float = &names.float;
-    let base = base_type(flow);
     // The steps in the order the inverse pass runs them: from the data side.
     let mut inverse_steps = steps(flow);
     inverse_steps.reverse();
@@ -96,7 +99,7 @@ fn backward_body(flow: &Flow, names: &Names, grads: &[Ident]) -> TokenStream {
         t0.assign(&x);
         log_prob.fill(0.0);
         #(#passes)*
-        #rt::trainable::base_backward(&#base, #last.view(), log_prob.view_mut(), weight, grad.view_mut(), &mut []);
+        #rt::trainable::base_backward(&self.base, #last.view(), log_prob.view_mut(), weight, grad.view_mut(), grad_base);
         #(#backwards)*
     }
 }
