@@ -16,12 +16,14 @@ use crate::workspace::Workspace;
 
 pub mod coupling;
 pub mod elementwise;
+pub mod linear;
 pub mod permute;
 
 pub use coupling::{Activation, Coupling, CouplingTransform, Mask};
 pub use elementwise::{
     Affine, Atanh, Exp, LeakyRelu, Log, Logit, Scale, Shift, Sigmoid, Softplus, Tanh,
 };
+pub use linear::{LuLinear, OrthogonalLinear};
 pub use permute::Permute;
 
 /// A bijective layer of a flow.
