@@ -2,10 +2,14 @@
 //! invertible 1×1 convolution) and [`OrthogonalLinear`] (a product of Householder
 //! reflections).
 //!
-//! Both work row by row on contiguous slices: a block in standard layout is processed in
-//! place, any other block row by row through a workspace buffer. A point and a row of any
-//! block run the same kernels with the same per-layer constants, so they get the same bits.
-//! Every row is independent of the others, so a non-finite row only affects itself.
+//! A point, and every row of a small block, goes through scalar row kernels (triangular
+//! products and solves, or one reflection after another) on a contiguous slice: a block
+//! in standard layout in place, any other through a workspace buffer; the point and the
+//! block rows get the same bits. A block of at least `2·max(D, 8)` rows instead forms the
+//! layer's dense matrix (or its inverse) once and goes through matrix products, several
+//! times faster at a few hundred rows; its values agree with the row kernels to rounding.
+//! Either way each output row depends on its own input row only, so a non-finite row only
+//! affects itself.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
