@@ -20,10 +20,36 @@ use crate::layers::Layer;
 use crate::layers::permute::{Permute, seeded_permutation};
 use crate::workspace::Workspace;
 
-/// `Σ a[i]·b[i]`, summed in index order.
+/// Independent partial sums of [`dot`].
+const DOT_LANES: usize = 8;
+
+/// `Σ a[i]·b[i]` over the shorter length, in a fixed order: [`DOT_LANES`] partial sums
+/// (lane `l` adds the products `i ≡ l` of the whole chunks, a loop the compiler vectorises
+/// and that hides the latency of the additions), summed pairwise, then the rest in index
+/// order. Every kernel of this file uses it, so points and blocks get the same bits.
+/// (Against one running sum, alternating runs: the orthogonal backward at D = 64 and the
+/// row kernels at D = 16 about 20–30% faster.)
 #[inline(always)]
 fn dot<F: Float>(a: &[F], b: &[F]) -> F {
-    a.iter().zip(b).fold(F::zero(), |sum, (&a, &b)| sum + a * b)
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let whole = n - n % DOT_LANES;
+    let mut acc = [F::zero(); DOT_LANES];
+    for (ca, cb) in a[..whole]
+        .chunks_exact(DOT_LANES)
+        .zip(b[..whole].chunks_exact(DOT_LANES))
+    {
+        let ca: &[F; DOT_LANES] = ca.try_into().expect("a whole chunk");
+        let cb: &[F; DOT_LANES] = cb.try_into().expect("a whole chunk");
+        for l in 0..DOT_LANES {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    a[whole..]
+        .iter()
+        .zip(&b[whole..])
+        .fold(sum, |sum, (&a, &b)| sum + a * b)
 }
 
 /// `y[i] += a·x[i]`.
@@ -955,6 +981,19 @@ mod tests {
     fn dense(l: &dyn Layer<f64>, dim: usize) -> Array2<f64> {
         let eye = Array2::from_shape_fn((dim, dim), |(i, j)| f64::from(u8::from(i == j)));
         forward(l, &eye).0.reversed_axes()
+    }
+
+    #[test]
+    fn dot_matches_the_plain_sum() {
+        let mut r = rng(36);
+        for n in 0..40 {
+            let a = normals(&mut r, n, 1.0);
+            let b = normals(&mut r, n + 3, 1.0);
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            // Over the shorter length, either way round.
+            assert!(close(dot(&a, &b), plain, 1e-14), "n = {n}");
+            assert_eq!(dot(&a, &b), dot(&b, &a));
+        }
     }
 
     #[test]
