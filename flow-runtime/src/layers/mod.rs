@@ -18,6 +18,7 @@ pub mod actnorm;
 pub mod autoregressive;
 pub mod coupling;
 pub mod elementwise;
+pub mod linear;
 pub mod permute;
 pub mod spline;
 
@@ -28,6 +29,7 @@ pub use coupling::{Activation, Coupling, CouplingTransform, Mask};
 pub use elementwise::{
     Affine, Atanh, Exp, LeakyRelu, Log, Logit, Scale, Shift, Sigmoid, Softplus, Tanh,
 };
+pub use linear::{LuLinear, OrthogonalLinear};
 pub use permute::Permute;
 pub use spline::Spline;
 
