@@ -481,7 +481,14 @@ impl LayerKind {
     /// Scratch elements the layer's point methods need (see `Layer::point_scratch`).
     pub fn point_scratch(&self) -> usize {
         match self {
-            LayerKind::Coupling(spec) => conditioner_scratch(&spec.hidden),
+            // The conditioner's, plus one coordinate's spline parameters.
+            LayerKind::Coupling(spec) => {
+                conditioner_scratch(&spec.hidden)
+                    + match spec.transform {
+                        CouplingTransform::Spline(_) => outputs_per_coordinate(&spec.transform),
+                        _ => 0,
+                    }
+            }
             // The conditioner's, plus one coordinate's outputs.
             LayerKind::Autoregressive(spec) => {
                 conditioner_scratch(&spec.hidden) + outputs_per_coordinate(&spec.transform)

@@ -10,12 +10,14 @@ pub mod chains;
 
 use flowgen::layers::Affine;
 use flowgen::layers::{
-    Atanh, Coupling, Exp, LeakyRelu, Log, Logit, Permute, Scale, Shift, Sigmoid, Softplus, Tanh,
+    ActNorm, Atanh, Autoregressive, Coupling, Exp, LeakyRelu, Log, Logit, LuLinear,
+    OrthogonalLinear, Permute, Scale, Shift, Sigmoid, Softplus, Spline, Tanh,
 };
 use flowgen::ndarray::Array2;
 use flowgen::rand::rngs::StdRng;
 use flowgen::rand::{RngExt, SeedableRng};
 use flowgen::{BaseDistribution, Density, Float, FlowError, Support};
+use flowgen::{DiagonalNormal, Layer, Logistic, StandardNormal, StandardUniform, StudentT};
 
 /// A deterministic generator.
 pub fn rng(seed: u64) -> StdRng {
@@ -95,6 +97,42 @@ impl<F: Float> Perturb for Coupling<F> {
     }
 }
 
+/// Every tensor the layer visits, at random: weights (2-D tensors named `…weight`) scaled
+/// by `min(1, √(2/fan_in))` as for the couplings, everything else of size ~[`AMPLITUDE`].
+/// (An autoregressive layer re-applies its masks after the visit.)
+fn perturb_visited<F: Float>(layer: &mut dyn Layer<F>, rng: &mut StdRng) {
+    layer.visit_params_mut(&mut |name, shape, values| {
+        let amp = match shape {
+            [fan_in, _] if name.ends_with("weight") => {
+                AMPLITUDE * (2.0 / *fan_in as f64).sqrt().min(1.0)
+            }
+            _ => AMPLITUDE,
+        };
+        for v in values {
+            *v = F::of(amp * normal(rng));
+        }
+    });
+}
+
+macro_rules! perturb_visited {
+    ($($ty:ident),*) => {$(
+        impl<F: Float> Perturb for $ty<F> {
+            fn perturb(&mut self, rng: &mut StdRng) {
+                perturb_visited(self, rng);
+            }
+        }
+    )*};
+}
+perturb_visited!(Spline, LuLinear, OrthogonalLinear, Autoregressive, ActNorm);
+
+impl<F: Float> Perturb for DiagonalNormal<F> {
+    fn perturb(&mut self, rng: &mut StdRng) {
+        for v in self.mean.iter_mut().chain(self.log_std.iter_mut()) {
+            *v = F::of(AMPLITUDE * normal(rng));
+        }
+    }
+}
+
 macro_rules! no_parameters {
     ($($ty:ty),*) => {$(
         impl Perturb for $ty {
@@ -102,7 +140,20 @@ macro_rules! no_parameters {
         }
     )*};
 }
-no_parameters!(Sigmoid, Logit, Tanh, Atanh, Softplus, Exp, Log, Permute);
+no_parameters!(
+    Sigmoid,
+    Logit,
+    Tanh,
+    Atanh,
+    Softplus,
+    Exp,
+    Log,
+    Permute,
+    StandardNormal,
+    StandardUniform,
+    StudentT,
+    Logistic
+);
 
 impl<F: Float> Perturb for LeakyRelu<F> {
     /// The slope is a constant of the DSL (`leaky_relu(slope = 0.2)`): unchanged.
@@ -159,6 +210,7 @@ macro_rules! case {
                 let mut rng = $crate::common::rng(seed);
                 let mut model = Self::new(&mut rng);
                 $crate::common::perturb_fields!(model, &mut rng; $($field),*);
+                $crate::common::Perturb::perturb(&mut model.base, &mut rng);
                 model
             }
             fn fwd(&self, z: &[f64]) -> (Vec<f64>, f64) {
@@ -194,8 +246,10 @@ pub(crate) use case;
 // The catalogue. Together: affine, shift, shift(1.5), scale, scale(-2.0), sigmoid, logit,
 // tanh, atanh, softplus, exp, log, leaky_relu(slope = 0.2), permute(reverse),
 // permute(seed = 7), permute([2, 0, 1]), couplings with masks even, odd, first_half,
-// second_half and explicit, transforms affine and additive, activations relu, tanh, elu
-// and silu, hidden = [] / one / two / three layers / the default, `repeat`, and both bases.
+// second_half and explicit, transforms affine, additive and spline, activations relu, tanh,
+// elu and silu, hidden = [] / one / two / three layers / the default, `repeat`, spline,
+// linear (LU, seeded LU, orthogonal), autoregressive and inverse_autoregressive (every
+// order and transform), actnorm, and every base.
 // ---------------------------------------------------------------------------------------
 
 case!(ElementwiseReal [affine_0, shift_1, shift_2, scale_3, scale_4, leaky_relu_5] {
@@ -253,6 +307,32 @@ case!(UniformBase [logit_0, coupling_1, coupling_2, sigmoid_3] {
     sigmoid
 });
 
+case!(Splines [spline_0, coupling_1, coupling_2, actnorm_3] {
+    dim = 3; float = f64;
+    spline(bins = 5, bound = 3.0);
+    coupling(mask = even, transform = spline(bins = 4, bound = 2.5), hidden = [8]);
+    coupling(mask = [0, 1, 1], transform = spline, hidden = [6, 5], activation = tanh);
+    actnorm
+});
+
+case!(Linears [linear_0, linear_1, affine_2, linear_3] {
+    dim = 4; float = f64; base = student_t(df = 4.0);
+    linear; linear(seed = 3); affine; linear(orthogonal)
+});
+
+case!(Autoregressives [autoregressive_0, inverse_autoregressive_1, autoregressive_2, inverse_autoregressive_3] {
+    dim = 3; float = f64; base = normal(learnable);
+    autoregressive(hidden = [8]);
+    inverse_autoregressive(hidden = [6, 5], order = reverse, activation = tanh);
+    autoregressive(transform = spline(bins = 3, bound = 2.0), seed = 4, hidden = [4]);
+    inverse_autoregressive(transform = additive, hidden = [])
+});
+
+case!(LogisticBase [actnorm_0, spline_1, sigmoid_2] {
+    dim = 2; float = f64; base = logistic;
+    actnorm; spline(bins = 6, bound = 4.0); sigmoid
+});
+
 /// One test function per catalogue flow: `case_tests!(check)` expands to a module `check`
 /// with one `#[test]` per flow, each calling `check::<Flow>()`.
 macro_rules! case_tests {
@@ -290,6 +370,22 @@ macro_rules! case_tests {
             #[test]
             fn uniform_base() {
                 super::$check::<UniformBase>()
+            }
+            #[test]
+            fn splines() {
+                super::$check::<Splines>()
+            }
+            #[test]
+            fn linears() {
+                super::$check::<Linears>()
+            }
+            #[test]
+            fn autoregressives() {
+                super::$check::<Autoregressives>()
+            }
+            #[test]
+            fn logistic_base() {
+                super::$check::<LogisticBase>()
             }
         }
     };
