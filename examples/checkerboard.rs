@@ -79,7 +79,7 @@ fn options() -> Result<Options, Box<dyn Error>> {
     let mut o = Options {
         out: PathBuf::from("target/checkerboard"),
         seed: 0,
-        steps: 4000,
+        steps: 3000,
         nsf: true,
         maf: true,
     };

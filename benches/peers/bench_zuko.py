@@ -1,8 +1,10 @@
 """zuko (PyTorch CPU, eager) on the reference workloads of shared/peers/README.md.
 
-Copied from ../shared/peers/bench_zuko.py (the shared peer scripts); the one change is the
+Copied from ../shared/peers/bench_zuko.py (the shared peer scripts), with two changes: the
 `--no-fit` flag, which skips the three two_moons fits (the slow part) when only the
-throughput workloads are wanted: `python bench_zuko.py [OUT.json] [--no-fit]`.
+throughput workloads are wanted, and the layer-library workloads `nsf` (4 spline couplings,
+8 bins on [-5, 5]) and `maf` (4 affine autoregressive layers), dim 16, MLP 64-64 ReLU
+(`--no-layers` skips them): `python bench_zuko.py [OUT.json] [--no-fit] [--no-layers]`.
 """
 import json, os, sys, time
 
@@ -17,6 +19,20 @@ from workloads import two_moons, timeit
 def realnvp(dim):
     return zuko.flows.RealNVP(features=dim, transforms=8, hidden_features=(64, 64),
                               activation=torch.nn.ReLU)
+
+
+def nsf(dim):
+    # Spline couplings: with passes=2 zuko's NSF conditions the second half of the
+    # coordinates on the first and back (its MADE also gives the conditioning half an
+    # input-independent spline, which flowgen's coupling leaves as the identity).
+    return zuko.flows.NSF(features=dim, transforms=4, hidden_features=(64, 64), passes=2,
+                          activation=torch.nn.ReLU)
+
+
+def maf(dim):
+    # Affine MAF; zuko flips the order between transforms.
+    return zuko.flows.MAF(features=dim, transforms=4, hidden_features=(64, 64),
+                          activation=torch.nn.ReLU)
 
 
 def elementwise_chain(dim):
@@ -81,6 +97,11 @@ def main(out):
         flow = realnvp(dim)
         bench_model("realnvp", flow, dim, results, module=flow)
         print(results[-1], file=sys.stderr, flush=True)
+    if "--no-layers" not in sys.argv:
+        for name, make in (("nsf", nsf), ("maf", maf)):
+            flow = make(16)
+            bench_model(name, flow, 16, results, module=flow)
+            print(results[-1], file=sys.stderr, flush=True)
     chain = elementwise_chain(64)
     bench_model("elementwise16", lambda: chain, 64, results)
     for seed in (() if "--no-fit" in sys.argv else (0, 1, 2)):

@@ -217,7 +217,7 @@ fn main() {
             ),
             "-h" | "--help" => {
                 eprintln!(
-                    "flowgen_side [--out FILE] [--quick] [--only MODEL]… [--op OP/BATCH]…\n  models: realnvp2, realnvp16, realnvp_fj2, realnvp_fj16, elementwise16\n  ops: log_prob/1, log_prob_point/1, log_prob/256, log_prob/65536, sample/65536, train_step/256, log_prob_reference/65536"
+                    "flowgen_side [--out FILE] [--quick] [--only MODEL]… [--op OP/BATCH]…\n  models: realnvp2, realnvp16, realnvp_fj2, realnvp_fj16, nsf16, maf16, elementwise16\n  ops: log_prob/1, log_prob_point/1, log_prob/256, log_prob/65536, sample/65536, train_step/256, log_prob_reference/65536"
                 );
                 return;
             }
@@ -254,6 +254,18 @@ fn main() {
             m.log_prob_point(p).expect("finite point")
         });
         bench.train_step("realnvp_fj", workloads::realnvp_fj16());
+    }
+    if wants("nsf16") {
+        bench.model("nsf", &workloads::nsf16(), |m, p| {
+            m.log_prob_point(p).expect("finite point")
+        });
+        bench.train_step("nsf", workloads::nsf16());
+    }
+    if wants("maf16") {
+        bench.model("maf", &workloads::maf16(), |m, p| {
+            m.log_prob_point(p).expect("finite point")
+        });
+        bench.train_step("maf", workloads::maf16());
     }
     if wants("elementwise16") {
         let model = workloads::elementwise16();

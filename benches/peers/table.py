@@ -12,7 +12,7 @@ import json
 import sys
 
 PEERS = ("flowjax", "zuko")
-ORDER = [("realnvp", 2), ("realnvp", 16), ("elementwise16", 64)]
+ORDER = [("realnvp", 2), ("realnvp", 16), ("elementwise16", 64), ("nsf", 16), ("maf", 16)]
 OPS = [("log_prob", 1), ("log_prob_point", 1), ("log_prob", 256), ("log_prob", 65536),
        ("sample", 65536), ("train_step", 256), ("log_prob_reference", 65536)]
 
@@ -142,6 +142,10 @@ def targets(get):
                 detail += "; FlowJAX arch. %s = %s" % (fmt_time(t_fj), fmt_ratio(fj, t_fj))
             check("%s train_step 256 >= 2x FlowJAX" % w,
                   None if None in (t, fj) else fj / t >= 2, detail)
+        if model in ("nsf", "maf"):
+            t, zk = fg(model, dim, "train_step", 256), peer("zuko", model, dim, "train_step", 256)
+            check("%s train_step 256 >= 2x zuko" % w,
+                  None if None in (t, zk) else zk / t >= 2, fmt_ratio(zk, t))
         if model == "elementwise16":
             for op, batch in (("log_prob", 1), ("log_prob", 256), ("log_prob", 65536)):
                 t = fg(model, dim, op, batch)

@@ -11,6 +11,13 @@
 //! * `elementwise16` dim 64: `repeat(8) { affine; tanh }`, affine shift ~ N(0, 0.1²) and
 //!   log-scale ~ N(0, 0.1²).
 //!
+//! * `nsf` dim 16: 4 spline couplings (8 bins on [−5, 5]), masks first half / second half
+//!   alternating, MLP 64-64 ReLU: zuko's `NSF(features, transforms=4, hidden_features=(64,
+//!   64), passes=2)` (zuko's MADE also gives the conditioning half an input-independent
+//!   spline; flowgen leaves it unchanged).
+//! * `maf` dim 16: 4 affine MAF layers (MADE 64-64 ReLU), the order reversed between them:
+//!   zuko's `MAF(features, transforms=4, hidden_features=(64, 64))`.
+//!
 //! Couplings are built with their hidden layers drawn like PyTorch's `nn.Linear` (as the
 //! peers do) and their zero last layer then randomised with N(0, 0.05²) entries, so that no
 //! coupling is the identity and the densities are not trivially the base's.
@@ -79,6 +86,28 @@ flow! {
     }
 }
 
+flow! {
+    /// A neural spline flow on 16 coordinates: 4 spline couplings, half-split masks alternating.
+    pub struct Nsf16 {
+        dim = 16; base = normal; float = f32;
+        repeat(2) {
+            coupling(mask = first_half, transform = spline(bins = 8, bound = 5.0), hidden = [64, 64]);
+            coupling(mask = second_half, transform = spline(bins = 8, bound = 5.0), hidden = [64, 64])
+        }
+    }
+}
+
+flow! {
+    /// A MAF on 16 coordinates: 4 affine autoregressive layers, the order reversed between them.
+    pub struct Maf16 {
+        dim = 16; base = normal; float = f32;
+        repeat(2) {
+            autoregressive(hidden = [64, 64], order = natural);
+            autoregressive(hidden = [64, 64], order = reverse)
+        }
+    }
+}
+
 /// The seed every workload is built from.
 pub const SEED: u64 = 0;
 
@@ -96,6 +125,50 @@ fn randomise(coupling: &mut Coupling<f32>, rng: &mut StdRng) {
         .expect("a conditioner has a layer");
     last.weight.mapv_inplace(|_| normal(rng, 0.05));
     last.bias.mapv_inplace(|_| normal(rng, 0.05));
+}
+
+/// Fills the last two tensors a layer visits (its conditioner's last layer, zero at the
+/// start) with N(0, 0.05²) entries; an autoregressive layer re-applies its masks.
+fn randomise_last_layer(layer: &mut dyn flowgen::Layer<f32>, rng: &mut StdRng) {
+    let mut count = 0;
+    layer.visit_params(&mut |_, _, _| count += 1);
+    let mut k = 0;
+    layer.visit_params_mut(&mut |_, _, values| {
+        if k + 2 >= count {
+            values.iter_mut().for_each(|v| *v = normal(rng, 0.05));
+        }
+        k += 1;
+    });
+}
+
+/// The nsf workload.
+pub fn nsf16() -> Nsf16 {
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut m = Nsf16::new(&mut rng);
+    for c in [
+        &mut m.coupling_0,
+        &mut m.coupling_1,
+        &mut m.coupling_2,
+        &mut m.coupling_3,
+    ] {
+        randomise_last_layer(c, &mut rng);
+    }
+    m
+}
+
+/// The maf workload.
+pub fn maf16() -> Maf16 {
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut m = Maf16::new(&mut rng);
+    for a in [
+        &mut m.autoregressive_0,
+        &mut m.autoregressive_1,
+        &mut m.autoregressive_2,
+        &mut m.autoregressive_3,
+    ] {
+        randomise_last_layer(a, &mut rng);
+    }
+    m
 }
 
 /// The realnvp workload on 2 coordinates (zuko's architecture).
