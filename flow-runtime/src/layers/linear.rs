@@ -11,13 +11,13 @@
 //! Either way each output row depends on its own input row only, so a non-finite row only
 //! affects itself.
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{ArrayBase, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Data, Ix2};
 use rand::Rng;
 
 use crate::float::Float;
 use crate::layers::Layer;
 use crate::layers::permute::{Permute, seeded_permutation};
+use crate::nets::matmul;
 use crate::workspace::Workspace;
 
 /// Independent partial sums of [`dot`].
@@ -122,7 +122,8 @@ fn check_block(name: &str, dim: usize, cols: usize, rows: usize, per_row: usize)
 /// scalar): from `2·max(D, 8)` rows. Measured with callgrind on 256-row `f32` blocks,
 /// instructions per block, row kernels → products: `LuLinear` inverse D = 16 772 k → 74 k,
 /// D = 64 5.95 M → 1.09 M; its backward D = 16 2.15 M → 403 k, D = 64 14.3 M → 3.2 M.
-/// (`general_mat_mul` allocates a packing buffer per product; the workspace does not grow.)
+/// The products are [`matmul`]'s register tiles (no packing buffer), all scratch comes
+/// from the workspace: nothing allocates once it has grown.
 #[inline]
 fn use_product(rows: usize, dim: usize) -> bool {
     rows >= 2 * dim.max(8)
@@ -141,22 +142,44 @@ fn dense_into<F: Float>(dim: usize, m: &mut [F], col: &mut [F], mut apply: impl 
     }
 }
 
-/// `x ← x·mᵀ` (every row mapped by `m`, row-major `dim × dim`) through `out`
-/// (`rows × dim` scratch): one `general_mat_mul`, then copied back into `x`.
-fn map_rows_by<F: Float>(mut x: ArrayViewMut2<'_, F>, m: &[F], out: &mut [F]) {
+/// `x ← x·mᵀ` (every row mapped by `m`, row-major `dim × dim`): one [`matmul`] into `out`
+/// (`rows × dim` scratch), then copied back into `x`. A block in standard layout is read in
+/// place; any other is first gathered into `gather` (`rows × dim` scratch, see
+/// [`gather_len`]; unused otherwise).
+fn map_rows_by<F: Float>(mut x: ArrayViewMut2<'_, F>, m: &[F], gather: &mut [F], out: &mut [F]) {
     let (rows, dim) = x.dim();
-    let m = ArrayView2::from_shape((dim, dim), m).expect("dim × dim matrix");
-    let mut out = ArrayViewMut2::from_shape((rows, dim), out).expect("rows × dim scratch");
-    general_mat_mul(F::one(), &x.view(), &m.t(), F::zero(), &mut out);
-    x.assign(&out);
+    let out = &mut out[..rows * dim];
+    match x.as_slice_mut() {
+        Some(s) => {
+            matmul((rows, dim, dim), s, false, m, true, out, false);
+            s.copy_from_slice(out);
+        }
+        None => {
+            let gather = &mut gather[..rows * dim];
+            gather_rows(x.view(), gather);
+            matmul((rows, dim, dim), gather, false, m, true, out, false);
+            let out = ArrayView2::from_shape((rows, dim), &*out).expect("rows × dim scratch");
+            x.assign(&out);
+        }
+    }
+}
+
+/// The scratch a product needs to gather `x` (`rows × dim` elements unless it is in
+/// standard layout, then none).
+fn gather_len<S: Data>(x: &ArrayBase<S, Ix2>) -> usize {
+    if x.is_standard_layout() { 0 } else { x.len() }
+}
+
+/// `buf` (row-major) ← the rows of `x`.
+fn gather_rows<F: Float>(x: ArrayView2<'_, F>, buf: &mut [F]) {
+    for (b, &v) in buf.iter_mut().zip(x.iter()) {
+        *b = v;
+    }
 }
 
 /// `c = a·b` for row-major `dim × dim` matrices.
 fn square_product<F: Float>(dim: usize, a: &[F], b: &[F], c: &mut [F]) {
-    let a = ArrayView2::from_shape((dim, dim), a).expect("dim × dim matrix");
-    let b = ArrayView2::from_shape((dim, dim), b).expect("dim × dim matrix");
-    let mut c = ArrayViewMut2::from_shape((dim, dim), c).expect("dim × dim matrix");
-    general_mat_mul(F::one(), &a, &b, F::zero(), &mut c);
+    matmul((dim, dim, dim), a, false, b, false, c, false);
 }
 
 /// Where row `i` of the packed strictly-lower triangle starts (row-major, row `i` holds
@@ -449,7 +472,7 @@ impl<F: Float> LuLinear<F> {
         ws: &mut Workspace<F>,
     ) {
         let (rows, d) = y.dim();
-        let [diag, col, l_inv, u_inv, m_u, m_l, a, b, c] = ws.slices([
+        let [diag, col, l_inv, u_inv, m_u, m_l, a, b, c, gather] = ws.slices([
             d,
             d,
             d * d,
@@ -459,6 +482,7 @@ impl<F: Float> LuLinear<F> {
             rows * d,
             rows * d,
             rows * d,
+            gather_len(&grad),
         ]);
         diag.iter_mut()
             .zip(&self.log_diag)
@@ -471,48 +495,45 @@ impl<F: Float> LuLinear<F> {
             .zip(&self.log_diag)
             .for_each(|(e, &l)| *e = (-l).exp());
         self.upper_inverse(u_inv, col, inv_diag);
-        let l_inv = ArrayView2::from_shape((d, d), &*l_inv).expect("dim × dim");
-        let u_inv = ArrayView2::from_shape((d, d), &*u_inv).expect("dim × dim");
-        let mut a = ArrayViewMut2::from_shape((rows, d), a).expect("rows × dim");
-        let mut b = ArrayViewMut2::from_shape((rows, d), b).expect("rows × dim");
-        let mut c = ArrayViewMut2::from_shape((rows, d), c).expect("rows × dim");
-        let mut m_u = ArrayViewMut2::from_shape((d, d), m_u).expect("dim × dim");
-        let mut m_l = ArrayViewMut2::from_shape((d, d), m_l).expect("dim × dim");
-        let (one, zero) = (F::one(), F::zero());
         // a = V, b = Z, c = X.
         let inverse = self.perm.inverse_slice();
-        for (mut v, y) in a.rows_mut().into_iter().zip(y.rows()) {
+        for (v, y) in a.chunks_exact_mut(d).zip(y.rows()) {
             for (v, &k) in v.iter_mut().zip(inverse) {
                 *v = y[k];
             }
         }
-        general_mat_mul(one, &a, &l_inv.t(), zero, &mut b);
-        general_mat_mul(one, &b, &u_inv.t(), zero, &mut c);
+        let (l_inv, u_inv) = (&*l_inv, &*u_inv);
+        matmul((rows, d, d), a, false, l_inv, true, b, false);
+        matmul((rows, d, d), b, false, u_inv, true, c, false);
         // a = Z̄, then c = V̄.
-        general_mat_mul(one, &grad.view(), &u_inv, zero, &mut a);
-        general_mat_mul(one, &a.t(), &c, zero, &mut m_u);
-        general_mat_mul(one, &a, &l_inv, zero, &mut c);
-        general_mat_mul(one, &c.t(), &b, zero, &mut m_l);
+        let x_bar = match grad.as_slice() {
+            Some(g) => g,
+            None => {
+                gather_rows(grad.view(), gather);
+                &*gather
+            }
+        };
+        matmul((rows, d, d), x_bar, false, u_inv, false, a, false);
+        matmul((d, rows, d), a, true, c, false, m_u, false);
+        matmul((rows, d, d), a, false, l_inv, false, c, false);
+        matmul((d, rows, d), c, true, b, false, m_l, false);
         let perm = self.perm.as_slice();
-        for (mut g, v_bar) in grad.rows_mut().into_iter().zip(c.rows()) {
+        for (mut g, v_bar) in grad.rows_mut().into_iter().zip(c.chunks_exact(d)) {
             for (g, &p) in g.iter_mut().zip(perm) {
                 *g = v_bar[p];
             }
         }
         for i in 0..d {
-            g_diag[i] -= m_u[[i, i]] * diag[i];
+            g_diag[i] -= m_u[i * d + i] * diag[i];
             let s = upper_start(d, i);
             for (g, &m) in g_upper[s..s + d - 1 - i]
                 .iter_mut()
-                .zip(&m_u.row(i).as_slice().expect("standard layout")[i + 1..])
+                .zip(&m_u[i * d + i + 1..(i + 1) * d])
             {
                 *g -= m;
             }
             let s = lower_start(i);
-            for (g, &m) in g_lower[s..s + i]
-                .iter_mut()
-                .zip(&m_l.row(i).as_slice().expect("standard layout")[..i])
-            {
+            for (g, &m) in g_lower[s..s + i].iter_mut().zip(&m_l[i * d..i * d + i]) {
                 *g -= m;
             }
         }
@@ -537,15 +558,20 @@ impl<F: Float> Layer<F> for LuLinear<F> {
         let (rows, d) = (x.nrows(), self.dim());
         check_block("linear", d, x.ncols(), rows, log_det.len());
         let product = use_product(rows, d);
-        let (w_len, out_len) = if product { (d * d, rows * d) } else { (0, 0) };
-        let [diag, buf, w, out, a, b, t] = ws.slices([d, d, w_len, out_len, w_len, w_len, w_len]);
+        let (w_len, out_len, g_len) = if product {
+            (d * d, rows * d, gather_len(&x))
+        } else {
+            (0, 0, 0)
+        };
+        let [diag, buf, w, out, a, b, t, gather] =
+            ws.slices([d, d, w_len, out_len, w_len, w_len, w_len, g_len]);
         diag.iter_mut()
             .zip(&self.log_diag)
             .for_each(|(e, &l)| *e = l.exp());
         let diag = &*diag;
         if product {
             self.dense_forward(w, [a, b, t], diag);
-            map_rows_by(x, w, out);
+            map_rows_by(x, w, gather, out);
         } else {
             for_each_row(x, buf, |row| self.forward_row(row, |i| diag[i]));
         }
@@ -566,9 +592,13 @@ impl<F: Float> Layer<F> for LuLinear<F> {
         let (rows, d) = (y.nrows(), self.dim());
         check_block("linear", d, y.ncols(), rows, log_det.len());
         let product = use_product(rows, d);
-        let (w_len, out_len) = if product { (d * d, rows * d) } else { (0, 0) };
-        let [inv_diag, buf, w_inv, out, a, b, t] =
-            ws.slices([d, d, w_len, out_len, w_len, w_len, w_len]);
+        let (w_len, out_len, g_len) = if product {
+            (d * d, rows * d, gather_len(&y))
+        } else {
+            (0, 0, 0)
+        };
+        let [inv_diag, buf, w_inv, out, a, b, t, gather] =
+            ws.slices([d, d, w_len, out_len, w_len, w_len, w_len, g_len]);
         inv_diag
             .iter_mut()
             .zip(&self.log_diag)
@@ -576,7 +606,7 @@ impl<F: Float> Layer<F> for LuLinear<F> {
         let inv_diag = &*inv_diag;
         if product {
             self.dense_inverse(w_inv, [a, b, t], buf, inv_diag);
-            map_rows_by(y, w_inv, out);
+            map_rows_by(y, w_inv, gather, out);
         } else {
             for_each_row(y, buf, |row| self.inverse_row(row, |i| inv_diag[i]));
         }
@@ -793,8 +823,12 @@ impl<F: Float> OrthogonalLinear<F> {
     fn block(&self, x: ArrayViewMut2<'_, F>, ws: &mut Workspace<F>, inverse: bool) {
         let (rows, d) = (x.nrows(), self.dim);
         let product = use_product(rows, d);
-        let (w_len, out_len) = if product { (d * d, rows * d) } else { (0, 0) };
-        let [norms, buf, w, out] = ws.slices([d, d, w_len, out_len]);
+        let (w_len, out_len, g_len) = if product {
+            (d * d, rows * d, gather_len(&x))
+        } else {
+            (0, 0, 0)
+        };
+        let [norms, buf, w, out, gather] = ws.slices([d, d, w_len, out_len, g_len]);
         self.norms(norms);
         let norms = &*norms;
         let apply = |v: &mut [F]| {
@@ -806,7 +840,7 @@ impl<F: Float> OrthogonalLinear<F> {
         };
         if product {
             dense_into(d, w, buf, apply);
-            map_rows_by(x, w, out);
+            map_rows_by(x, w, gather, out);
         } else {
             for_each_row(x, buf, apply);
         }
