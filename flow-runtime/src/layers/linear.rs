@@ -1571,6 +1571,50 @@ mod tests {
         }
     }
 
+    /// The product paths (a 300-row block at D = 16, contiguous and strided) do not grow
+    /// the workspace after a warm-up call: with [`matmul`] they need no other heap memory
+    /// (the integration test `tests/linear_allocations.rs` counts allocations).
+    #[test]
+    fn product_paths_do_not_grow_the_workspace() {
+        let (rows, dim) = (300, 16);
+        assert!(use_product(rows, dim));
+        let mut r = rng(36);
+        let lu = random_lu(dim, &mut r);
+        let o = OrthogonalLinear::<f64>::new(dim, &mut r);
+        let pair: [(&str, &dyn Layer<f64>); 2] = [("lu", &lu), ("orthogonal", &o)];
+        for (name, l) in pair {
+            let (y, x_bar, w) = backward_inputs(rows, dim, &mut r);
+            let mut pg = vec![0.0; l.param_len()];
+            let mut b = y.clone();
+            let mut f = Array2::<f64>::zeros((rows, dim).f());
+            let mut g = x_bar.clone();
+            let mut g_f = Array2::<f64>::zeros((rows, dim).f());
+            let mut ld = Array1::zeros(rows);
+            let mut ws = Workspace::default();
+            let mut run = |ws: &mut Workspace<f64>| {
+                b.assign(&y);
+                f.assign(&y);
+                l.forward_block(b.view_mut(), ld.view_mut(), ws);
+                l.inverse_block(b.view_mut(), ld.view_mut(), ws);
+                l.forward_block(f.view_mut(), ld.view_mut(), ws);
+                l.inverse_block(f.view_mut(), ld.view_mut(), ws);
+                g.assign(&x_bar);
+                g_f.assign(&x_bar);
+                l.inverse_backward_block(y.view(), g.view_mut(), w.view(), &mut pg, ws);
+                l.inverse_backward_block(f.view(), g_f.view_mut(), w.view(), &mut pg, ws);
+            };
+            run(&mut ws);
+            let cap = ws.capacity();
+            assert!(cap >= rows * dim, "{name}: the products use the workspace");
+            for _ in 0..3 {
+                run(&mut ws);
+            }
+            assert_eq!(ws.capacity(), cap, "{name}");
+            assert_close(&f, &b, 1e-12, name);
+            assert_close(&g_f, &g, 1e-12, name);
+        }
+    }
+
     #[test]
     fn works_in_f32() {
         let mut r = rng(28);
