@@ -847,6 +847,109 @@ impl<F: Float> OrthogonalLinear<F> {
     }
 }
 
+impl<F: Float> OrthogonalLinear<F> {
+    /// `s ← H·s` for a row-major `dim × dim` `s` and `H = I − 2·v·vᵀ/n` (nothing when
+    /// `n == 0`): `r = vᵀs/n` (in `r`), then every row `s_i −= 2·v_i·r`.
+    fn reflect_left(v: &[F], n: F, s: &mut [F], r: &mut [F]) {
+        if n == F::zero() {
+            return;
+        }
+        let d = v.len();
+        r.fill(F::zero());
+        for (&v_i, row) in v.iter().zip(s.chunks_exact(d)) {
+            axpy(r, v_i, row);
+        }
+        r.iter_mut().for_each(|r| *r = *r / n);
+        for (&v_i, row) in v.iter().zip(s.chunks_exact_mut(d)) {
+            axpy(row, -(v_i + v_i), r);
+        }
+    }
+
+    /// [`Layer::inverse_backward_block`] on a large block ([`use_product`]). The inverse
+    /// maps `x = M·y` for `M = H_D·…·H_1 = Wᵀ`, so `Ȳ = X̄·Wᵀ`: one product with the dense
+    /// forward matrix. For the vectors: with `u_k` the row entering `H_k` and `ū_{k+1}` the
+    /// gradient leaving it, `S_k = Σ_rows ū_{k+1}·u_kᵀ = H_{k+1}·…·H_D · G · H_1·…·H_{k−1}`
+    /// for `G = X̄ᵀ·Y` (one product over the rows), so `S_1 = H_2·…·H_D·G` and
+    /// `S_{k+1} = H_{k+1}·S_k·H_k`, two rank-one updates each. Then, as `backward_row`
+    /// summed over the rows, `∂J/∂v_k += −2(S_k·v + S_kᵀ·v)/n + 4(vᵀS_k·v)/n²·v` for
+    /// `v = v_k`, `n = ‖v‖²`. Workspace: the norms, a column, `W`, `S`, two vectors, the
+    /// `rows × D` product, and gathered copies of `y` and `grad` when they are strided.
+    fn backward_product(
+        &self,
+        y: ArrayView2<'_, F>,
+        mut grad: ArrayViewMut2<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        let (rows, d) = y.dim();
+        let [norms, col, w, s, p, q, out, y_gather, g_gather] = ws.slices([
+            d,
+            d,
+            d * d,
+            d * d,
+            d,
+            d,
+            rows * d,
+            gather_len(&y),
+            gather_len(&grad),
+        ]);
+        self.norms(norms);
+        let norms = &*norms;
+        dense_into(d, w, col, |v| self.forward_row(v, |k| norms[k]));
+        let y_s = match y.as_slice() {
+            Some(y) => y,
+            None => {
+                gather_rows(y, y_gather);
+                &*y_gather
+            }
+        };
+        let x_bar = match grad.as_slice() {
+            Some(g) => g,
+            None => {
+                gather_rows(grad.view(), g_gather);
+                &*g_gather
+            }
+        };
+        matmul((d, rows, d), x_bar, true, y_s, false, s, false);
+        matmul((rows, d, d), x_bar, false, w, true, out, false);
+        match grad.as_slice_mut() {
+            Some(g) => g.copy_from_slice(out),
+            None => {
+                let out = ArrayView2::from_shape((rows, d), &*out).expect("rows × dim scratch");
+                grad.assign(&out);
+            }
+        }
+        for k in (1..d).rev() {
+            Self::reflect_left(self.vector(k), norms[k], s, q);
+        }
+        let two = F::one() + F::one();
+        for k in 0..d {
+            let (v, n) = (self.vector(k), norms[k]);
+            if n != F::zero() {
+                for (p, row) in p.iter_mut().zip(s.chunks_exact(d)) {
+                    *p = dot(row, v);
+                }
+                q.fill(F::zero());
+                for (&v_i, row) in v.iter().zip(s.chunks_exact(d)) {
+                    axpy(q, v_i, row);
+                }
+                let c = dot(v, p) / n / n;
+                let gv = &mut param_grad[k * d..(k + 1) * d];
+                for (((g, &p), &q), &v) in gv.iter_mut().zip(&*p).zip(&*q).zip(v) {
+                    *g += two * two * c * v - two * ((p + q) / n);
+                }
+            }
+            if k + 1 < d {
+                Self::reflect_left(self.vector(k + 1), norms[k + 1], s, q);
+                if n != F::zero() {
+                    s.chunks_exact_mut(d)
+                        .for_each(|row| Self::reflect(v, n, row));
+                }
+            }
+        }
+    }
+}
+
 impl<F: Float> Layer<F> for OrthogonalLinear<F> {
     fn kind(&self) -> &'static str {
         "linear"
@@ -916,6 +1019,9 @@ impl<F: Float> Layer<F> for OrthogonalLinear<F> {
             self.param_len(),
             "linear: param_grad has the wrong length"
         );
+        if use_product(y.nrows(), d) {
+            return self.backward_product(y, grad, param_grad, ws);
+        }
         let [norms, u, buf] = ws.slices([d, d, d]);
         self.norms(norms);
         for_each_grad_row(y, grad, buf, |y_row, g_row| {
@@ -1335,6 +1441,55 @@ mod tests {
                         g[[i, j]]
                     );
                 }
+            }
+        }
+    }
+
+    /// The product path of the backward (40 rows) against finite differences directly,
+    /// input and parameter gradients, both layers at D = 5 and 8.
+    #[test]
+    fn product_backward_matches_finite_differences() {
+        let mut r = rng(37);
+        for dim in [5, 8] {
+            let mut lu = random_lu(dim, &mut r);
+            let mut o = OrthogonalLinear::<f64>::new(dim, &mut r);
+            let pair: [&mut dyn Layer<f64>; 2] = [&mut lu, &mut o];
+            for l in pair {
+                let rows = 40;
+                assert!(use_product(rows, dim));
+                let (y, x_bar, w) = backward_inputs(rows, dim, &mut r);
+                let (g, pg) = backward(&*l, &y, &x_bar, &w);
+                let h = 1e-6;
+                for (i, j) in [(0, 0), (7, dim - 1), (39, dim / 2), (20, 1)] {
+                    let (mut up, mut down) = (y.clone(), y.clone());
+                    up[[i, j]] += h;
+                    down[[i, j]] -= h;
+                    let fd = (objective(&*l, &up, &x_bar, &w) - objective(&*l, &down, &x_bar, &w))
+                        / (2.0 * h);
+                    assert!(
+                        close(g[[i, j]], fd, 1e-5),
+                        "dim {dim} [{i},{j}]: {} vs {fd}",
+                        g[[i, j]]
+                    );
+                }
+                let theta = flat_params(&*l);
+                for p in 0..theta.len() {
+                    let mut t = theta.clone();
+                    t[p] = theta[p] + h;
+                    set_flat_params(&mut *l, &t);
+                    let up = objective(&*l, &y, &x_bar, &w);
+                    t[p] = theta[p] - h;
+                    set_flat_params(&mut *l, &t);
+                    let down = objective(&*l, &y, &x_bar, &w);
+                    set_flat_params(&mut *l, &theta);
+                    let fd = (up - down) / (2.0 * h);
+                    assert!(
+                        close(pg[p], fd, 1e-5),
+                        "dim {dim} param {p}: {} vs {fd}",
+                        pg[p]
+                    );
+                }
+                assert!(pg.iter().any(|g| g.abs() > 1e-3), "dim {dim}");
             }
         }
     }
@@ -1803,11 +1958,18 @@ mod tests {
             expected = expected.dot(&h);
         }
         assert_close(&dense(&o, dim), &expected, 1e-14, "zero vector");
-        let (y, x_bar, w) = backward_inputs(5, dim, &mut r);
-        let (g, pg) = backward(&o, &y, &x_bar, &w);
-        assert!(g.iter().chain(&pg).all(|v| v.is_finite()));
-        assert!(pg[2 * dim..3 * dim].iter().all(|&v| v == 0.0));
-        assert!(pg[..2 * dim].iter().any(|&v| v != 0.0));
+        // 5 rows take the row kernels, 40 the matrix products.
+        for rows in [5, 40] {
+            let (y, x_bar, w) = backward_inputs(rows, dim, &mut r);
+            let (g, pg) = backward(&o, &y, &x_bar, &w);
+            assert!(g.iter().chain(&pg).all(|v| v.is_finite()));
+            assert!(
+                pg[2 * dim..3 * dim].iter().all(|&v| v == 0.0),
+                "{rows} rows"
+            );
+            assert!(pg[..2 * dim].iter().any(|&v| v != 0.0), "{rows} rows");
+        }
+        let (y, _, _) = backward_inputs(5, dim, &mut r);
         // All vectors zero: the identity, and D = 1 too.
         set_flat_params(&mut without, &vec![0.0; dim * dim]);
         assert_eq!(forward(&without, &y).0, y);
