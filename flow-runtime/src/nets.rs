@@ -339,9 +339,9 @@ struct Layout {
 /// `c = a·b`, or `c += a·b` when `add`, for `a` m × k and `b` k × n, each given as a
 /// row-major matrix or (`a_t`, `b_t`) as its transpose in row-major storage; `c` row-major
 /// m × n. The register tiles of [`Dense::block_into`], with the panel of `b` on the stack:
-/// no packing buffer, no allocation.
+/// no packing buffer, no allocation (also the dense products of `layers::linear`).
 #[allow(clippy::too_many_arguments)]
-fn matmul<F: Float>(
+pub(crate) fn matmul<F: Float>(
     (m, k, n): (usize, usize, usize),
     a: &[F],
     a_t: bool,
