@@ -118,15 +118,19 @@ fn softmax_stats<F: Float>(raw: &[F]) -> (F, F) {
 /// it they recompute each exponential where it is used (the same values).
 const STACK_BINS: usize = 64;
 
+/// The stack buffer used up to this `K` (a smaller buffer is cheaper to set up).
+const SMALL_STACK_BINS: usize = 16;
+
 /// The width of the exponential loop of [`softmax_exps`] (a whole number of SIMD lanes).
 const EXP_LANES: usize = 8;
 
-/// Writes `e_i = exp(r_i − max r)` into `e[..K]` for `raw.len() = K ≤ STACK_BINS` and
-/// returns `1/Σ e_i` (summed in order): the same values as [`softmax_stats`] followed by
+/// Writes `e_i = exp(r_i − max r)` into `e[..K]` for `raw.len() = K ≤ N` and returns
+/// `1/Σ e_i` (summed in order): the same values as [`softmax_stats`] followed by
 /// `exp(r_i − max)`. The exponentials run over whole chunks of [`EXP_LANES`] with no
 /// branch (lanes past `K` hold `exp(0)` and are never read), so the loop vectorises.
+/// `N` must be a multiple of [`EXP_LANES`].
 #[inline(always)]
-fn softmax_exps<F: Float>(raw: &[F], e: &mut [F; STACK_BINS]) -> F {
+fn softmax_exps<F: Float, const N: usize>(raw: &[F], e: &mut [F; N]) -> F {
     let k = raw.len();
     let max = raw.iter().fold(F::neg_infinity(), |m, &r| m.max(r));
     let padded = k.div_ceil(EXP_LANES) * EXP_LANES;
@@ -150,18 +154,15 @@ fn softmax_exps<F: Float>(raw: &[F], e: &mut [F; STACK_BINS]) -> F {
 /// Evaluates `$body` with `$pw`, `$ph` bound to closures `i ↦ softmax(widths)_i`,
 /// `i ↦ softmax(heights)_i` of `$raw` (a [`Raw`]), each computed as `e_i · (1/Σe)`: from
 /// exponentials computed once into stack buffers when `K ≤` [`STACK_BINS`], else
-/// recomputed on each call. Both give the same bits.
+/// recomputed on each call. All branches give the same bits.
 macro_rules! with_softmax {
     ($raw:expr, |$pw:ident, $ph:ident| $body:expr) => {{
         let raw: Raw<'_, F> = $raw;
-        if raw.widths.len() <= STACK_BINS {
-            let mut ew = [F::zero(); STACK_BINS];
-            let mut eh = [F::zero(); STACK_BINS];
-            let inv_w = softmax_exps(raw.widths, &mut ew);
-            let inv_h = softmax_exps(raw.heights, &mut eh);
-            let $pw = |i: usize| ew[i] * inv_w;
-            let $ph = |i: usize| eh[i] * inv_h;
-            $body
+        let k = raw.widths.len();
+        if k <= SMALL_STACK_BINS {
+            with_softmax!(@stack SMALL_STACK_BINS, raw, |$pw, $ph| $body)
+        } else if k <= STACK_BINS {
+            with_softmax!(@stack STACK_BINS, raw, |$pw, $ph| $body)
         } else {
             let (max_w, inv_w) = softmax_stats(raw.widths);
             let (max_h, inv_h) = softmax_stats(raw.heights);
@@ -169,6 +170,15 @@ macro_rules! with_softmax {
             let $ph = |i: usize| fastmath::exp(raw.heights[i] - max_h) * inv_h;
             $body
         }
+    }};
+    (@stack $n:expr, $raw:ident, |$pw:ident, $ph:ident| $body:expr) => {{
+        let mut ew = [F::zero(); $n];
+        let mut eh = [F::zero(); $n];
+        let inv_w = softmax_exps($raw.widths, &mut ew);
+        let inv_h = softmax_exps($raw.heights, &mut eh);
+        let $pw = |i: usize| ew[i] * inv_w;
+        let $ph = |i: usize| eh[i] * inv_h;
+        $body
     }};
 }
 
@@ -930,6 +940,90 @@ mod tests {
                         assert_eq!(y_bar, x_bar);
                         assert!(grad.iter().all(|&g| g == 0.0));
                     }
+                }
+            }
+        }
+    }
+
+    /// The knots `(x_k, y_k)`, `k = 0..=K`, computed independently of [`for_each_bin`]:
+    /// each exponential recomputed where used, sums in order (the formula of the module
+    /// docs, in the operation order the kernels promise).
+    fn reference_knots(raw: &[f64], bound: f64) -> Vec<(f64, f64)> {
+        let raw = Raw::split(raw);
+        let k = raw.widths.len();
+        let stats = |v: &[f64]| {
+            let max = v.iter().fold(f64::NEG_INFINITY, |m, &r| m.max(r));
+            let sum: f64 = v
+                .iter()
+                .fold(0.0, |s, &r| s + crate::fastmath::exp(r - max));
+            (max, 1.0 / sum)
+        };
+        let ((max_w, inv_w), (max_h, inv_h)) = (stats(raw.widths), stats(raw.heights));
+        let scale_w = 1.0 - k as f64 * MIN_BIN_WIDTH;
+        let scale_h = 1.0 - k as f64 * MIN_BIN_HEIGHT;
+        let (mut cw, mut ch) = (0.0, 0.0);
+        let mut knots = vec![(-bound, -bound)];
+        for i in 0..k {
+            cw += MIN_BIN_WIDTH + scale_w * (crate::fastmath::exp(raw.widths[i] - max_w) * inv_w);
+            ch += MIN_BIN_HEIGHT + scale_h * (crate::fastmath::exp(raw.heights[i] - max_h) * inv_h);
+            knots.push(if i + 1 == k {
+                (bound, bound)
+            } else {
+                (-bound + 2.0 * bound * cw, -bound + 2.0 * bound * ch)
+            });
+        }
+        knots
+    }
+
+    /// Bin counts on both sides of each stack-buffer size (16, 64) and above the largest
+    /// (the recomputing path): the same knots bit for bit, round trips, and the backward
+    /// against finite differences.
+    #[test]
+    fn every_buffer_size_gives_the_same_knots_and_correct_gradients() {
+        let mut r = rng(15);
+        let h = 1e-6;
+        let bound = 2.5;
+        for bins in [1, 8, 16, 17, 40, 64, 65, 100] {
+            let mut raw = random_raw(bins, 1.0, &mut r);
+            let mut knots = vec![(0.0, 0.0); bins + 1];
+            for_each_bin(Raw::split(&raw), bound, |i, b| {
+                (knots[i], knots[i + 1]) = ((b.x0, b.y0), (b.x1, b.y1));
+            });
+            let want = reference_knots(&raw, bound);
+            for (a, b) in knots.iter().zip(&want) {
+                assert_eq!(
+                    (a.0.to_bits(), a.1.to_bits()),
+                    (b.0.to_bits(), b.1.to_bits())
+                );
+            }
+            for _ in 0..3 {
+                let y: f64 = r.random_range(-2.4..2.4);
+                let (x, l) = rq_inverse(&raw, bound, y);
+                let (y2, l2) = rq_forward(&raw, bound, x);
+                assert!(
+                    close(y2, y, 1e-9) && close(l, -l2, 1e-9),
+                    "{bins}: {y} {y2}"
+                );
+                let (x_bar, w) = (r.random_range(-1.0..1.0), r.random_range(-2.0..2.0));
+                let mut grad = vec![0.0; raw.len()];
+                let y_bar = rq_inverse_backward(&raw, bound, y, x_bar, w, &mut grad);
+                let fd = (objective(&raw, bound, y + h, x_bar, w)
+                    - objective(&raw, bound, y - h, x_bar, w))
+                    / (2.0 * h);
+                assert!(grad_close(y_bar, fd), "{bins} y={y}: {y_bar} vs {fd}");
+                for p in 0..raw.len() {
+                    let v = raw[p];
+                    raw[p] = v + h;
+                    let up = objective(&raw, bound, y, x_bar, w);
+                    raw[p] = v - h;
+                    let down = objective(&raw, bound, y, x_bar, w);
+                    raw[p] = v;
+                    let fd = (up - down) / (2.0 * h);
+                    assert!(
+                        grad_close(grad[p], fd),
+                        "{bins} ∂J/∂raw[{p}]: {} vs {fd}",
+                        grad[p]
+                    );
                 }
             }
         }
