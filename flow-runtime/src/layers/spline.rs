@@ -470,7 +470,7 @@ fn inverse_backward_raw<F: Float>(
         return x_bar;
     }
     with_softmax!(raw, |pw, ph| {
-        let (i, bin) = find_bin(raw, bound, y, true, &pw, &ph);
+        let (i, bin) = find_bin(raw, bound, y, true, pw, ph);
         let (y_bar, g) = bin_inverse_backward(bin, y, x_bar, w);
         // Knot i is learnt unless it is x_0 = −B; knot i + 1 unless it is x_K = B.
         let (left, right) = (i >= 1, i + 1 < raw.widths.len());
