@@ -27,8 +27,9 @@
 //! result is then chosen: the spline inside, the identity outside.
 //!
 //! The kernels over one coordinate's slice ([`rq_forward`], [`rq_inverse`],
-//! [`rq_inverse_backward`]) compute the knots on the fly, with no memory beyond the stack;
-//! the layer [`Spline`] caches its knots and gives the same bits.
+//! [`rq_inverse_backward`]) compute the knots on the fly, with no memory beyond the stack
+//! (each softmax's exponentials once per call, in a stack buffer for `K ≤ 64`, reused by
+//! the backward); the layer [`Spline`] caches its knots and gives the same bits.
 
 use crate::fastmath;
 use crate::float::Float;
