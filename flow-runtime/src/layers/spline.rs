@@ -27,8 +27,9 @@
 //! result is then chosen: the spline inside, the identity outside.
 //!
 //! The kernels over one coordinate's slice ([`rq_forward`], [`rq_inverse`],
-//! [`rq_inverse_backward`]) compute the knots on the fly, with no memory beyond the stack;
-//! the layer [`Spline`] caches its knots and gives the same bits.
+//! [`rq_inverse_backward`]) compute the knots on the fly, with no memory beyond the stack
+//! (each softmax's exponentials once per call, in a stack buffer for `K ≤ 64`, reused by
+//! the backward); the layer [`Spline`] caches its knots and gives the same bits.
 
 use crate::fastmath;
 use crate::float::Float;
@@ -103,7 +104,7 @@ struct BinGrad<F> {
     d1: F,
 }
 
-/// `(max, 1/Σ exp(r − max))` of a softmax over `raw`.
+/// `(max, 1/Σ exp(r − max))` of a softmax over `raw`, summed in order.
 #[inline(always)]
 fn softmax_stats<F: Float>(raw: &[F]) -> (F, F) {
     let max = raw.iter().fold(F::neg_infinity(), |m, &r| m.max(r));
@@ -112,6 +113,74 @@ fn softmax_stats<F: Float>(raw: &[F]) -> (F, F) {
         sum += fastmath::exp(r - max);
     }
     (max, F::one() / sum)
+}
+
+/// The largest `K` whose softmax exponentials the slice kernels keep on the stack; above
+/// it they recompute each exponential where it is used (the same values).
+const STACK_BINS: usize = 64;
+
+/// The stack buffer used up to this `K` (a smaller buffer is cheaper to set up).
+const SMALL_STACK_BINS: usize = 16;
+
+/// The width of the exponential loop of [`softmax_exps`] (a whole number of SIMD lanes).
+const EXP_LANES: usize = 8;
+
+/// Writes `e_i = exp(r_i − max r)` into `e[..K]` for `raw.len() = K ≤ N` and returns
+/// `1/Σ e_i` (summed in order): the same values as [`softmax_stats`] followed by
+/// `exp(r_i − max)`. The exponentials run over whole chunks of [`EXP_LANES`] with no
+/// branch (lanes past `K` hold `exp(0)` and are never read), so the loop vectorises.
+/// `N` must be a multiple of [`EXP_LANES`].
+#[inline(always)]
+fn softmax_exps<F: Float, const N: usize>(raw: &[F], e: &mut [F; N]) -> F {
+    let k = raw.len();
+    let max = raw.iter().fold(F::neg_infinity(), |m, &r| m.max(r));
+    let padded = k.div_ceil(EXP_LANES) * EXP_LANES;
+    let (head, tail) = e[..padded].split_at_mut(k);
+    for (v, &r) in head.iter_mut().zip(raw) {
+        *v = r - max;
+    }
+    tail.fill(F::zero());
+    for chunk in e[..padded].chunks_exact_mut(EXP_LANES) {
+        for v in chunk {
+            *v = fastmath::exp(*v);
+        }
+    }
+    let mut sum = F::zero();
+    for &v in &e[..k] {
+        sum += v;
+    }
+    F::one() / sum
+}
+
+/// Evaluates `$body` with `$pw`, `$ph` bound to closures `i ↦ softmax(widths)_i`,
+/// `i ↦ softmax(heights)_i` of `$raw` (a [`Raw`]), each computed as `e_i · (1/Σe)`: from
+/// exponentials computed once into stack buffers when `K ≤` [`STACK_BINS`], else
+/// recomputed on each call. All branches give the same bits.
+macro_rules! with_softmax {
+    ($raw:expr, |$pw:ident, $ph:ident| $body:expr) => {{
+        let raw: Raw<'_, F> = $raw;
+        let k = raw.widths.len();
+        if k <= SMALL_STACK_BINS {
+            with_softmax!(@stack SMALL_STACK_BINS, raw, |$pw, $ph| $body)
+        } else if k <= STACK_BINS {
+            with_softmax!(@stack STACK_BINS, raw, |$pw, $ph| $body)
+        } else {
+            let (max_w, inv_w) = softmax_stats(raw.widths);
+            let (max_h, inv_h) = softmax_stats(raw.heights);
+            let $pw = |i: usize| fastmath::exp(raw.widths[i] - max_w) * inv_w;
+            let $ph = |i: usize| fastmath::exp(raw.heights[i] - max_h) * inv_h;
+            $body
+        }
+    }};
+    (@stack $n:expr, $raw:ident, |$pw:ident, $ph:ident| $body:expr) => {{
+        let mut ew = [F::zero(); $n];
+        let mut eh = [F::zero(); $n];
+        let inv_w = softmax_exps($raw.widths, &mut ew);
+        let inv_h = softmax_exps($raw.heights, &mut eh);
+        let $pw = |i: usize| ew[i] * inv_w;
+        let $ph = |i: usize| eh[i] * inv_h;
+        $body
+    }};
 }
 
 /// `δ = MIN_DERIVATIVE + softplus(raw + c)`.
@@ -148,10 +217,20 @@ fn bin_derivatives<F: Float>(raw: Raw<'_, F>, i: usize) -> (F, F) {
 /// the derivatives left at zero ([`bin_derivatives`] gives them). The one place knots are
 /// computed, so the cached and the on-the-fly paths agree bit for bit.
 #[inline(always)]
-fn for_each_bin<F: Float>(raw: Raw<'_, F>, bound: F, mut f: impl FnMut(usize, Bin<F>)) {
-    let k = raw.widths.len();
-    let (max_w, inv_w) = softmax_stats(raw.widths);
-    let (max_h, inv_h) = softmax_stats(raw.heights);
+fn for_each_bin<F: Float>(raw: Raw<'_, F>, bound: F, f: impl FnMut(usize, Bin<F>)) {
+    with_softmax!(raw, |pw, ph| knots_from(raw.widths.len(), bound, pw, ph, f))
+}
+
+/// [`for_each_bin`] from the width and height probabilities `pw(i)`, `ph(i)` of `K` bins:
+/// cumulative fractions `Σ_{i<k} (m + (1 − K·m)·p_i)`, summed in order.
+#[inline(always)]
+fn knots_from<F: Float>(
+    k: usize,
+    bound: F,
+    pw: impl Fn(usize) -> F,
+    ph: impl Fn(usize) -> F,
+    mut f: impl FnMut(usize, Bin<F>),
+) {
     let (min_w, min_h) = (F::of(MIN_BIN_WIDTH), F::of(MIN_BIN_HEIGHT));
     let scale_w = F::one() - F::of(k as f64) * min_w;
     let scale_h = F::one() - F::of(k as f64) * min_h;
@@ -159,13 +238,11 @@ fn for_each_bin<F: Float>(raw: Raw<'_, F>, bound: F, mut f: impl FnMut(usize, Bi
     let (mut cum_w, mut cum_h) = (F::zero(), F::zero());
     let (mut x0, mut y0) = (-bound, -bound);
     for i in 0..k {
-        cum_w += min_w + scale_w * (fastmath::exp(raw.widths[i] - max_w) * inv_w);
-        cum_h += min_h + scale_h * (fastmath::exp(raw.heights[i] - max_h) * inv_h);
-        let (x1, y1) = if i + 1 == k {
-            (bound, bound)
-        } else {
-            (-bound + two_b * cum_w, -bound + two_b * cum_h)
-        };
+        cum_w += min_w + scale_w * pw(i);
+        cum_h += min_h + scale_h * ph(i);
+        let last = i + 1 == k;
+        let x1 = if last { bound } else { -bound + two_b * cum_w };
+        let y1 = if last { bound } else { -bound + two_b * cum_h };
         let (d0, d1) = (F::zero(), F::zero());
         f(
             i,
@@ -183,11 +260,18 @@ fn for_each_bin<F: Float>(raw: Raw<'_, F>, bound: F, mut f: impl FnMut(usize, Bi
 }
 
 /// The bin whose left knot (in `x`, or in `y` when `by_y`) is the last at or below `key`
-/// (bin 0 when none is, or for NaN), and its index.
+/// (bin 0 when none is, or for NaN), and its index, from the softmax probabilities.
 #[inline(always)]
-fn find_bin<F: Float>(raw: Raw<'_, F>, bound: F, key: F, by_y: bool) -> (usize, Bin<F>) {
+fn find_bin<F: Float>(
+    raw: Raw<'_, F>,
+    bound: F,
+    key: F,
+    by_y: bool,
+    pw: impl Fn(usize) -> F,
+    ph: impl Fn(usize) -> F,
+) -> (usize, Bin<F>) {
     let mut found = (0, Bin::default());
-    for_each_bin(raw, bound, |i, bin| {
+    knots_from(raw.widths.len(), bound, pw, ph, |i, bin| {
         let left = if by_y { bin.y0 } else { bin.x0 };
         if i == 0 || key >= left {
             found = (i, bin);
@@ -328,7 +412,7 @@ fn with_tails_inverse<F: Float>(y: F, bound: F, v: (F, F)) -> (F, F) {
 pub fn rq_forward<F: Float>(raw: &[F], bound: F, x: F) -> (F, F) {
     let raw = Raw::split(raw);
     let xc = clamp(x, -bound, bound);
-    let (_, bin) = find_bin(raw, bound, xc, false);
+    let (_, bin) = with_softmax!(raw, |pw, ph| find_bin(raw, bound, xc, false, pw, ph));
     with_tails(x, bound, bin_forward(bin, xc))
 }
 
@@ -338,7 +422,7 @@ pub fn rq_forward<F: Float>(raw: &[F], bound: F, x: F) -> (F, F) {
 pub fn rq_inverse<F: Float>(raw: &[F], bound: F, y: F) -> (F, F) {
     let raw = Raw::split(raw);
     let yc = clamp(y, -bound, bound);
-    let (_, bin) = find_bin(raw, bound, yc, true);
+    let (_, bin) = with_softmax!(raw, |pw, ph| find_bin(raw, bound, yc, true, pw, ph));
     with_tails_inverse(y, bound, bin_inverse(bin, yc))
 }
 
@@ -386,38 +470,39 @@ fn inverse_backward_raw<F: Float>(
     if !(y >= -bound && y <= bound) {
         return x_bar;
     }
-    let k = raw.widths.len();
-    let (i, bin) = find_bin(raw, bound, y, true);
-    let (y_bar, g) = bin_inverse_backward(bin, y, x_bar, w);
-    // Knot i is learnt unless it is x_0 = −B; knot i + 1 unless it is x_K = B.
-    let (left, right) = (i >= 1, i + 1 < k);
-    let zero = F::zero();
-    let two_b = bound + bound;
-    let pick = |c: bool, v: F| if c { v } else { zero };
-    softmax_backward(
-        raw.widths,
-        MIN_BIN_WIDTH,
-        i,
-        two_b * pick(left, g.x0),
-        two_b * pick(right, g.x1),
-        grad_widths,
-    );
-    softmax_backward(
-        raw.heights,
-        MIN_BIN_HEIGHT,
-        i,
-        two_b * pick(left, g.y0),
-        two_b * pick(right, g.y1),
-        grad_heights,
-    );
-    let offset = F::of(DERIVATIVE_OFFSET);
-    if left {
-        grad_derivatives[i - 1] += g.d0 * sigmoid(raw.derivatives[i - 1] + offset);
-    }
-    if right {
-        grad_derivatives[i] += g.d1 * sigmoid(raw.derivatives[i] + offset);
-    }
-    y_bar
+    with_softmax!(raw, |pw, ph| {
+        let (i, bin) = find_bin(raw, bound, y, true, pw, ph);
+        let (y_bar, g) = bin_inverse_backward(bin, y, x_bar, w);
+        // Knot i is learnt unless it is x_0 = −B; knot i + 1 unless it is x_K = B.
+        let (left, right) = (i >= 1, i + 1 < raw.widths.len());
+        let zero = F::zero();
+        let two_b = bound + bound;
+        let pick = |c: bool, v: F| if c { v } else { zero };
+        softmax_backward(
+            pw,
+            MIN_BIN_WIDTH,
+            i,
+            two_b * pick(left, g.x0),
+            two_b * pick(right, g.x1),
+            grad_widths,
+        );
+        softmax_backward(
+            ph,
+            MIN_BIN_HEIGHT,
+            i,
+            two_b * pick(left, g.y0),
+            two_b * pick(right, g.y1),
+            grad_heights,
+        );
+        let offset = F::of(DERIVATIVE_OFFSET);
+        if left {
+            grad_derivatives[i - 1] += g.d0 * sigmoid(raw.derivatives[i - 1] + offset);
+        }
+        if right {
+            grad_derivatives[i] += g.d1 * sigmoid(raw.derivatives[i] + offset);
+        }
+        y_bar
+    })
 }
 
 /// Adds `∂J/∂raw` into `out` for fractions `f = min + (1 − K·min)·softmax(raw)` whose
@@ -425,20 +510,26 @@ fn inverse_backward_raw<F: Float>(
 /// bin]` (`g_lo`, `g_hi` the gradients of the bin's left and right knots with respect to
 /// their cumulative sums), then `∂J/∂raw_i = (1 − K·min)·p_i·(∂J/∂f_i − Σ_j p_j ∂J/∂f_j)`.
 #[inline(always)]
-fn softmax_backward<F: Float>(raw: &[F], min: f64, bin: usize, g_lo: F, g_hi: F, out: &mut [F]) {
-    let (max, inv) = softmax_stats(raw);
-    let scale = F::one() - F::of(raw.len() as f64) * F::of(min);
+fn softmax_backward<F: Float>(
+    p: impl Fn(usize) -> F,
+    min: f64,
+    bin: usize,
+    g_lo: F,
+    g_hi: F,
+    out: &mut [F],
+) {
+    let scale = F::one() - F::of(out.len() as f64) * F::of(min);
     let g = |i: usize| {
         let lo = if i < bin { g_lo } else { F::zero() };
         let hi = if i <= bin { g_hi } else { F::zero() };
         lo + hi
     };
     let mut dot = F::zero();
-    for (i, &r) in raw.iter().enumerate() {
-        dot += fastmath::exp(r - max) * inv * g(i);
+    for i in 0..out.len() {
+        dot += p(i) * g(i);
     }
-    for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
-        *o += scale * (fastmath::exp(r - max) * inv) * (g(i) - dot);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o += scale * p(i) * (g(i) - dot);
     }
 }
 
@@ -850,6 +941,90 @@ mod tests {
                         assert_eq!(y_bar, x_bar);
                         assert!(grad.iter().all(|&g| g == 0.0));
                     }
+                }
+            }
+        }
+    }
+
+    /// The knots `(x_k, y_k)`, `k = 0..=K`, computed independently of [`for_each_bin`]:
+    /// each exponential recomputed where used, sums in order (the formula of the module
+    /// docs, in the operation order the kernels promise).
+    fn reference_knots(raw: &[f64], bound: f64) -> Vec<(f64, f64)> {
+        let raw = Raw::split(raw);
+        let k = raw.widths.len();
+        let stats = |v: &[f64]| {
+            let max = v.iter().fold(f64::NEG_INFINITY, |m, &r| m.max(r));
+            let sum: f64 = v
+                .iter()
+                .fold(0.0, |s, &r| s + crate::fastmath::exp(r - max));
+            (max, 1.0 / sum)
+        };
+        let ((max_w, inv_w), (max_h, inv_h)) = (stats(raw.widths), stats(raw.heights));
+        let scale_w = 1.0 - k as f64 * MIN_BIN_WIDTH;
+        let scale_h = 1.0 - k as f64 * MIN_BIN_HEIGHT;
+        let (mut cw, mut ch) = (0.0, 0.0);
+        let mut knots = vec![(-bound, -bound)];
+        for i in 0..k {
+            cw += MIN_BIN_WIDTH + scale_w * (crate::fastmath::exp(raw.widths[i] - max_w) * inv_w);
+            ch += MIN_BIN_HEIGHT + scale_h * (crate::fastmath::exp(raw.heights[i] - max_h) * inv_h);
+            knots.push(if i + 1 == k {
+                (bound, bound)
+            } else {
+                (-bound + 2.0 * bound * cw, -bound + 2.0 * bound * ch)
+            });
+        }
+        knots
+    }
+
+    /// Bin counts on both sides of each stack-buffer size (16, 64) and above the largest
+    /// (the recomputing path): the same knots bit for bit, round trips, and the backward
+    /// against finite differences.
+    #[test]
+    fn every_buffer_size_gives_the_same_knots_and_correct_gradients() {
+        let mut r = rng(15);
+        let h = 1e-6;
+        let bound = 2.5;
+        for bins in [1, 8, 16, 17, 40, 64, 65, 100] {
+            let mut raw = random_raw(bins, 1.0, &mut r);
+            let mut knots = vec![(0.0, 0.0); bins + 1];
+            for_each_bin(Raw::split(&raw), bound, |i, b| {
+                (knots[i], knots[i + 1]) = ((b.x0, b.y0), (b.x1, b.y1));
+            });
+            let want = reference_knots(&raw, bound);
+            for (a, b) in knots.iter().zip(&want) {
+                assert_eq!(
+                    (a.0.to_bits(), a.1.to_bits()),
+                    (b.0.to_bits(), b.1.to_bits())
+                );
+            }
+            for _ in 0..3 {
+                let y: f64 = r.random_range(-2.4..2.4);
+                let (x, l) = rq_inverse(&raw, bound, y);
+                let (y2, l2) = rq_forward(&raw, bound, x);
+                assert!(
+                    close(y2, y, 1e-9) && close(l, -l2, 1e-9),
+                    "{bins}: {y} {y2}"
+                );
+                let (x_bar, w) = (r.random_range(-1.0..1.0), r.random_range(-2.0..2.0));
+                let mut grad = vec![0.0; raw.len()];
+                let y_bar = rq_inverse_backward(&raw, bound, y, x_bar, w, &mut grad);
+                let fd = (objective(&raw, bound, y + h, x_bar, w)
+                    - objective(&raw, bound, y - h, x_bar, w))
+                    / (2.0 * h);
+                assert!(grad_close(y_bar, fd), "{bins} y={y}: {y_bar} vs {fd}");
+                for p in 0..raw.len() {
+                    let v = raw[p];
+                    raw[p] = v + h;
+                    let up = objective(&raw, bound, y, x_bar, w);
+                    raw[p] = v - h;
+                    let down = objective(&raw, bound, y, x_bar, w);
+                    raw[p] = v;
+                    let fd = (up - down) / (2.0 * h);
+                    assert!(
+                        grad_close(grad[p], fd),
+                        "{bins} ∂J/∂raw[{p}]: {} vs {fd}",
+                        grad[p]
+                    );
                 }
             }
         }
