@@ -557,7 +557,7 @@ impl Lowering<'_> {
                 None
             }
         };
-        let transform = self.transform(args, span);
+        let transform = self.transform(args);
         let hidden = self.hidden(args, span);
         let activation = self.activation(args);
         Some(LayerKind::Coupling(CouplingSpec {
@@ -570,7 +570,7 @@ impl Lowering<'_> {
 
     /// A conditioned layer's `transform`: `affine` (the default), `additive`, `spline` or
     /// `spline(bins = …, bound = …)`.
-    fn transform(&mut self, args: &Args, span: Span) -> Option<CouplingTransform> {
+    fn transform(&mut self, args: &Args) -> Option<CouplingTransform> {
         match args.get("transform") {
             Some(Value::Call(call)) if call.name == "spline" => {
                 let entry = table::entry("spline").expect("spline is in the table");
@@ -591,10 +591,7 @@ impl Lowering<'_> {
                     "additive" => CouplingTransform::Additive,
                     _ => CouplingTransform::Affine,
                 }),
-            None => {
-                let _ = span;
-                Some(CouplingTransform::Affine)
-            }
+            None => Some(CouplingTransform::Affine),
         }
     }
 
@@ -686,7 +683,7 @@ impl Lowering<'_> {
 
     /// `autoregressive(…)` and `inverse_autoregressive(…)`.
     fn autoregressive(&mut self, args: &Args, span: Span, inverse: bool) -> Option<LayerKind> {
-        let transform = self.transform(args, span);
+        let transform = self.transform(args);
         let hidden = self.hidden(args, span);
         let activation = self.activation(args);
         let order = match (args.get("order"), args.get("seed")) {
