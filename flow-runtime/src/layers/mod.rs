@@ -109,6 +109,28 @@ pub trait Layer<F: Float>: Send + Sync {
         param_grad: &mut [F],
         ws: &mut Workspace<F>,
     );
+
+    /// Reverse mode through [`Layer::forward_block`] for the objective
+    /// `J = Σ_i weight[i] · (log-det of row i) + (terms of the forward's output)`, the
+    /// mirror of [`Layer::inverse_backward_block`] (reparametrised gradients: variational
+    /// inference, sample-based objectives).
+    ///
+    /// `z` is the block this layer's forward received (unchanged). On entry `grad` holds
+    /// `∂J/∂x` for the forward's output `x`; on exit it holds `∂J/∂z`. `∂J/∂θ` is added to
+    /// `param_grad` (length [`Layer::param_len`], the layout of [`Layer::visit_params`]).
+    fn forward_backward_block(
+        &self,
+        _z: ArrayView2<'_, F>,
+        _grad: ArrayViewMut2<'_, F>,
+        _weight: ArrayView1<'_, F>,
+        _param_grad: &mut [F],
+        _ws: &mut Workspace<F>,
+    ) {
+        unimplemented!(
+            "TEMPORARY default while the layers gain it: {}",
+            self.kind()
+        )
+    }
 }
 
 /// A layer acting on each coordinate separately: the scalar kernels that get fused.
@@ -123,10 +145,20 @@ pub trait Elementwise<F: Float> {
     /// and adds `∂J/∂θ` for coordinate `j` into `param_grad` (this layer's slice, in the
     /// layout of its `visit_params`; empty for layers without parameters).
     fn inverse_backward(&self, j: usize, y: F, x_bar: F, w: F, param_grad: &mut [F]) -> F;
+
+    /// Reverse mode through [`Elementwise::forward`] at `x`: given `y_bar = ∂J/∂y` and the
+    /// weight `w` of this log-det in `J`, returns `∂J/∂x = y_bar·dy/dx + w·d(log-det)/dx`
+    /// and adds `∂J/∂θ` for coordinate `j` into `param_grad` (as in
+    /// [`Elementwise::inverse_backward`]).
+    fn forward_backward(&self, _j: usize, _x: F, _y_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        unimplemented!("TEMPORARY default while the layers gain it")
+    }
 }
 
 /// The backward companion of [`map_rows`]: for every entry, `f(j, y, grad, weight_of_row)`
-/// returns the new gradient, replacing `grad` in place. The generated code passes a closure
+/// returns the new gradient, replacing `grad` in place (`y` is the value the pass received:
+/// the inverse's input for [`Elementwise::inverse_backward`], the forward's for
+/// [`Elementwise::forward_backward`]). The generated code passes a closure
 /// that recomputes a fused run's intermediate values and chains the kernels'
 /// [`Elementwise::inverse_backward`].
 #[inline]
@@ -504,6 +536,18 @@ macro_rules! elementwise_layer {
             ) {
                 $crate::layers::map_rows_backward(y, grad, weight, |j, y, g, w| {
                     $crate::layers::Elementwise::<F>::inverse_backward(self, j, y, g, w, param_grad)
+                })
+            }
+            fn forward_backward_block(
+                &self,
+                z: ndarray::ArrayView2<'_, F>,
+                grad: ndarray::ArrayViewMut2<'_, F>,
+                weight: ndarray::ArrayView1<'_, F>,
+                param_grad: &mut [F],
+                _ws: &mut $crate::workspace::Workspace<F>,
+            ) {
+                $crate::layers::map_rows_backward(z, grad, weight, |j, z, g, w| {
+                    $crate::layers::Elementwise::<F>::forward_backward(self, j, z, g, w, param_grad)
                 })
             }
         }
