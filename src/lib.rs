@@ -19,15 +19,15 @@
 pub use flow_macros::flow;
 pub use flow_runtime::{
     BaseDistribution, Density, DiagonalNormal, Elementwise, Float, Flow, FlowError, Layer,
-    Logistic, StandardNormal, StandardUniform, StudentT, Support, Trainable, Workspace, base, io,
-    layers, made, nets, reference, testing, train, trainable,
+    Logistic, Parameters, StandardNormal, StandardUniform, StudentT, Support, Trainable, Workspace,
+    base, io, layers, made, nets, reference, testing, train, trainable,
 };
 pub use ndarray;
 pub use rand;
 
 /// What a user of flowgen needs in scope.
 pub mod prelude {
-    pub use crate::{Density, Flow, FlowError, Support, Trainable, flow};
+    pub use crate::{Density, Flow, FlowError, Parameters, Support, Trainable, flow};
     pub use flow_runtime::train::{FitOptions, FitReport, OptimizerKind, Schedule, fit};
     pub use ndarray::{Array1, Array2, ArrayView2};
     pub use rand::SeedableRng;

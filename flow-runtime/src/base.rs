@@ -50,6 +50,19 @@ pub trait BaseDistribution<F: Float>: Send + Sync {
     ) -> F {
         self.log_prob_and_grad(z, grad)
     }
+
+    /// Reverse mode through a draw of [`BaseDistribution::sample_point`], seen as a
+    /// reparametrised map `z = T_θ(ε)` of parameter-free noise `ε`: given the draw `z` and
+    /// `z_bar = ∂J/∂z` for the rest of the objective, adds `∂J/∂θ` of
+    /// `J = (terms of z) + weight·log p(z)` (with `ε` held fixed) into `param_grad` (length
+    /// [`BaseDistribution::param_len`]). The default is right for a base without parameters:
+    /// there is nothing to add.
+    fn sample_backward(&self, _z: &[F], _z_bar: &[F], _weight: F, param_grad: &mut [F]) {
+        debug_assert!(
+            param_grad.is_empty(),
+            "a base with parameters overrides this"
+        );
+    }
 }
 
 /// The standard normal distribution N(0, I), the default base.
@@ -310,6 +323,24 @@ impl<F: Float> BaseDistribution<F> for DiagonalNormal<F> {
     fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {
         visit("mean", &[self.mean.len()], &mut self.mean);
         visit("log_std", &[self.log_std.len()], &mut self.log_std);
+    }
+
+    /// With `z = mean + exp(log_std)·ε`: `∂z_j/∂mean[j] = 1`, `∂z_j/∂log_std[j] = z_j − mean[j]`,
+    /// and `log p(z) = Σ_j −½ε_j² − log_std[j] − ½·log 2π`, whose derivative at fixed `ε` is
+    /// `−1` per `log_std[j]` (the entropy term). So `mean[j]` gets `z̄_j` and `log_std[j]`
+    /// gets `z̄_j·(z_j − mean[j]) − weight`.
+    fn sample_backward(&self, z: &[F], z_bar: &[F], weight: F, param_grad: &mut [F]) {
+        let d = self.mean.len();
+        assert_eq!(
+            param_grad.len(),
+            2 * d,
+            "diagonal normal: param_grad length"
+        );
+        let (mean_grad, log_std_grad) = param_grad.split_at_mut(d);
+        for j in 0..d {
+            mean_grad[j] += z_bar[j];
+            log_std_grad[j] += z_bar[j] * (z[j] - self.mean[j]) - weight;
+        }
     }
 
     /// `∂/∂mean[j] = u_j·exp(−log_std[j])` at `param_grad[j]`, `∂/∂log_std[j] = u_j² − 1`

@@ -24,7 +24,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::FlowError;
 use crate::float::Float;
-use crate::trainable::Trainable;
+use crate::parameters::Parameters;
 
 /// The metadata key of the architecture string.
 pub const ARCHITECTURE_KEY: &str = "flowgen.architecture";
@@ -35,7 +35,7 @@ pub const VERSION_KEY: &str = "flowgen.version";
 
 /// Writes the parameters of `model` to `path` as safetensors (replacing the file
 /// atomically: a sibling temporary file is renamed over it).
-pub fn save<F: Float, M: Trainable<F> + ?Sized>(
+pub fn save<F: Float, M: Parameters<F> + ?Sized>(
     model: &M,
     path: impl AsRef<Path>,
     architecture: &str,
@@ -51,9 +51,9 @@ pub fn save<F: Float, M: Trainable<F> + ?Sized>(
 /// Reads parameters saved by [`save`] from `path` into `model`, after checking that the
 /// file was saved from the same `architecture` and fits the flow tensor by tensor. After a
 /// successful load every layer is marked initialised
-/// ([`Trainable::mark_data_initialized`]), so that training on from here does not redo an
+/// ([`Parameters::mark_data_initialized`]), so that training on from here does not redo an
 /// `actnorm`'s data-dependent initialisation.
-pub fn load<F: Float, M: Trainable<F> + ?Sized>(
+pub fn load<F: Float, M: Parameters<F> + ?Sized>(
     model: &mut M,
     path: impl AsRef<Path>,
     architecture: &str,
@@ -70,7 +70,7 @@ pub fn load<F: Float, M: Trainable<F> + ?Sized>(
 }
 
 /// The safetensors bytes [`save`] writes.
-pub fn to_bytes<F: Float, M: Trainable<F> + ?Sized>(
+pub fn to_bytes<F: Float, M: Parameters<F> + ?Sized>(
     model: &M,
     architecture: &str,
 ) -> Result<Vec<u8>, FlowError> {
@@ -122,7 +122,7 @@ pub fn to_bytes<F: Float, M: Trainable<F> + ?Sized>(
 
 /// Reads parameters from safetensors bytes (as [`to_bytes`] writes them) into `model`,
 /// with the checks of [`load`].
-pub fn from_bytes<F: Float, M: Trainable<F> + ?Sized>(
+pub fn from_bytes<F: Float, M: Parameters<F> + ?Sized>(
     model: &mut M,
     bytes: &[u8],
     architecture: &str,

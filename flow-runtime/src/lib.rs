@@ -12,11 +12,13 @@ pub mod io;
 pub mod layers;
 pub mod made;
 pub mod nets;
+pub mod parameters;
 pub mod reference;
 pub mod support;
 pub mod testing;
 pub mod train;
 pub mod trainable;
+pub mod variational;
 pub mod workspace;
 
 pub use base::{
@@ -26,10 +28,12 @@ pub use error::FlowError;
 pub use float::Float;
 pub use flow::{Density, Flow};
 pub use layers::{Elementwise, Layer};
+pub use parameters::Parameters;
 pub use support::Support;
 pub use train::{
     Adam, FitOptions, FitReport, Optimizer, OptimizerKind, Schedule, Sgd, clip_grad_norm, fit,
     fit_with,
 };
 pub use trainable::Trainable;
+pub use variational::{ReverseKlOptions, ReverseKlReport, Variational, fit_reverse_kl};
 pub use workspace::Workspace;

@@ -24,17 +24,18 @@ use rand::seq::SliceRandom;
 use crate::error::FlowError;
 use crate::float::Float;
 use crate::flow::{Density, check_batch};
+use crate::parameters::Parameters;
 use crate::trainable::Trainable;
 
 /// A first-order optimiser over a model's flat parameter layout.
 pub trait Optimizer<F: Float> {
     /// Applies one update with learning rate `lr` from the gradient `grads` (length
-    /// [`Trainable::param_len`], in the flat layout of [`Trainable::visit_params_mut`]).
+    /// [`Parameters::param_len`], in the flat layout of [`Parameters::visit_params_mut`]).
     /// Walks the parameters once and allocates nothing.
     ///
     /// # Panics
     /// If `grads` or the model's parameter count differ from the optimiser's state length.
-    fn step<M: Trainable<F> + ?Sized>(&mut self, model: &mut M, grads: &[F], lr: F);
+    fn step<M: Parameters<F> + ?Sized>(&mut self, model: &mut M, grads: &[F], lr: F);
 
     /// Forgets the accumulated state (moments, velocity, step count).
     fn reset(&mut self);
@@ -103,7 +104,7 @@ impl<F: Float> Adam<F> {
 }
 
 impl<F: Float> Optimizer<F> for Adam<F> {
-    fn step<M: Trainable<F> + ?Sized>(&mut self, model: &mut M, grads: &[F], lr: F) {
+    fn step<M: Parameters<F> + ?Sized>(&mut self, model: &mut M, grads: &[F], lr: F) {
         let n = self.m.len();
         assert_eq!(
             grads.len(),
@@ -200,7 +201,7 @@ impl<F: Float> Sgd<F> {
 }
 
 impl<F: Float> Optimizer<F> for Sgd<F> {
-    fn step<M: Trainable<F> + ?Sized>(&mut self, model: &mut M, grads: &[F], lr: F) {
+    fn step<M: Parameters<F> + ?Sized>(&mut self, model: &mut M, grads: &[F], lr: F) {
         let n = self.velocity.len();
         assert_eq!(
             grads.len(),
@@ -440,7 +441,7 @@ pub struct FitReport {
 /// validation).
 ///
 /// A flow with a layer that waits for a data-dependent initialisation (an `actnorm` not yet
-/// initialised, see [`Trainable::needs_data_init`]) is initialised on the first training
+/// initialised, see [`Parameters::needs_data_init`]) is initialised on the first training
 /// minibatch ([`Trainable::initialize_from_data`]) before the first step.
 ///
 /// Errors: a wrong column count or a non-finite value in `data`, and options that cannot
@@ -451,19 +452,46 @@ pub fn fit<F: Float, M: Trainable<F> + ?Sized>(
     data: ArrayView2<'_, F>,
     options: &FitOptions,
 ) -> Result<FitReport, FlowError> {
-    let n = model.param_len();
-    let wd = F::of(options.weight_decay);
-    match options.optimizer {
-        OptimizerKind::Adam { beta1, beta2, eps } => {
-            let mut adam = Adam::new(n)
-                .with_betas(F::of(beta1), F::of(beta2))
-                .with_eps(F::of(eps))
-                .with_weight_decay(wd);
-            fit_with(model, data, options, &mut adam)
+    let mut optimizer =
+        ChosenOptimizer::new(options.optimizer, model.param_len(), options.weight_decay);
+    fit_with(model, data, options, &mut optimizer)
+}
+
+/// The optimiser an [`OptimizerKind`] names, with its weight decay.
+pub(crate) enum ChosenOptimizer<F> {
+    Adam(Adam<F>),
+    Sgd(Sgd<F>),
+}
+
+impl<F: Float> ChosenOptimizer<F> {
+    /// The optimiser `kind` over `param_len` parameters.
+    pub(crate) fn new(kind: OptimizerKind, param_len: usize, weight_decay: f64) -> Self {
+        let wd = F::of(weight_decay);
+        match kind {
+            OptimizerKind::Adam { beta1, beta2, eps } => ChosenOptimizer::Adam(
+                Adam::new(param_len)
+                    .with_betas(F::of(beta1), F::of(beta2))
+                    .with_eps(F::of(eps))
+                    .with_weight_decay(wd),
+            ),
+            OptimizerKind::Sgd { momentum } => {
+                ChosenOptimizer::Sgd(Sgd::new(param_len, F::of(momentum)).with_weight_decay(wd))
+            }
         }
-        OptimizerKind::Sgd { momentum } => {
-            let mut sgd = Sgd::new(n, F::of(momentum)).with_weight_decay(wd);
-            fit_with(model, data, options, &mut sgd)
+    }
+}
+
+impl<F: Float> Optimizer<F> for ChosenOptimizer<F> {
+    fn step<M: Parameters<F> + ?Sized>(&mut self, model: &mut M, grads: &[F], lr: F) {
+        match self {
+            ChosenOptimizer::Adam(o) => o.step(model, grads, lr),
+            ChosenOptimizer::Sgd(o) => o.step(model, grads, lr),
+        }
+    }
+    fn reset(&mut self) {
+        match self {
+            ChosenOptimizer::Adam(o) => o.reset(),
+            ChosenOptimizer::Sgd(o) => o.reset(),
         }
     }
 }
@@ -712,11 +740,11 @@ fn check_options(o: &FitOptions) -> Result<(), FlowError> {
     Ok(())
 }
 
-fn invalid(message: String) -> FlowError {
+pub(crate) fn invalid(message: String) -> FlowError {
     FlowError::InvalidOptions { message }
 }
 
-fn progress_bar(show: bool, total: usize) -> ProgressBar {
+pub(crate) fn progress_bar(show: bool, total: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
@@ -741,6 +769,7 @@ pub(crate) mod mock {
     use crate::float::Float;
     use crate::flow::{Density, Flow};
     use crate::layers::Layer;
+    use crate::parameters::Parameters;
     use crate::trainable::Trainable;
     use crate::workspace::Workspace;
 
@@ -835,7 +864,7 @@ pub(crate) mod mock {
         }
     }
 
-    impl<F: Float> Trainable<F> for Gaussian<F> {
+    impl<F: Float> Parameters<F> for Gaussian<F> {
         fn param_len(&self) -> usize {
             2 * self.mu.len() + self.extra.len()
         }
@@ -866,7 +895,37 @@ pub(crate) mod mock {
         fn layers_mut(&mut self) -> Vec<&mut dyn Layer<F>> {
             Vec::new()
         }
+    }
 
+    /// `x = μ + e^s ⊙ z`, forward log-det `Σ s`.
+    impl<F: Float> crate::variational::Variational<F> for Gaussian<F> {
+        fn sample_backward_block(
+            &self,
+            z: ArrayView2<'_, F>,
+            mut log_det: ArrayViewMut1<'_, F>,
+            weight: ArrayView1<'_, F>,
+            output_grad: &mut crate::variational::OutputGrad<'_, F>,
+            mut grad: ArrayViewMut2<'_, F>,
+            param_grad: &mut [F],
+            _tape: &mut Vec<F>,
+            ws: &mut Workspace<F>,
+        ) {
+            let d = self.mu.len();
+            let mut x = z.to_owned();
+            self.forward_block(x.view_mut(), log_det.view_mut(), ws);
+            output_grad(x.view(), grad.view_mut());
+            for (i, mut g) in grad.axis_iter_mut(Axis(0)).enumerate() {
+                for j in 0..d {
+                    let sigma = self.log_sigma[j].exp();
+                    param_grad[j] += g[j];
+                    param_grad[d + j] += g[j] * sigma * z[[i, j]] + weight[i];
+                    g[j] *= sigma;
+                }
+            }
+        }
+    }
+
+    impl<F: Float> Trainable<F> for Gaussian<F> {
         fn log_prob_backward_block(
             &self,
             x: ArrayView2<'_, F>,

@@ -9,39 +9,16 @@ use crate::base::BaseDistribution;
 use crate::error::FlowError;
 use crate::float::Float;
 use crate::flow::{BLOCK_ROWS, Density, check_batch};
-use crate::layers::Layer;
+use crate::parameters::Parameters;
 use crate::workspace::Workspace;
 
-/// A flow whose parameters can be learned: gradients of weighted sums of log-densities
-/// with respect to every parameter and to the input rows.
-pub trait Trainable<F: Float>: Density<F> {
-    /// The number of learnable parameters: the length of the flat gradient buffer.
-    fn param_len(&self) -> usize;
-
-    /// Visits each learnable tensor as `(layer field, tensor name, shape, values)`, in the
-    /// order of the flat parameter layout.
-    #[allow(clippy::type_complexity)]
-    fn visit_params(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[F]));
-
-    /// Visits each learnable tensor mutably, in the same order.
-    #[allow(clippy::type_complexity)]
-    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [F]));
-
-    /// The layers, mutably, in order from the base to the data (the order of
-    /// [`Flow::layers`](crate::Flow::layers)).
-    fn layers_mut(&mut self) -> Vec<&mut dyn Layer<F>>;
-
-    /// Whether some layer waits for a data-dependent initialisation (an `actnorm` that has
-    /// seen no data yet): then [`Trainable::initialize_from_data`] should run before
-    /// training, as [`crate::fit`] does on its first minibatch.
-    fn needs_data_init(&self) -> bool {
-        self.layers().iter().any(|l| l.needs_data_init())
-    }
-
+/// A flow whose parameters can be learned by maximum likelihood: gradients of weighted
+/// sums of log-densities with respect to every parameter and to the input rows.
+pub trait Trainable<F: Float>: Density<F> + Parameters<F> {
     /// The data-dependent initialisation: runs the inverse pass over the rows of `x` layer
     /// by layer from the data side, and gives each layer that waits for it
-    /// ([`Layer::needs_data_init`]) the block its inverse is about to receive
-    /// ([`Layer::init_from_data`]), so a layer is initialised on data already transformed
+    /// ([`Layer::needs_data_init`](crate::Layer::needs_data_init)) the block its inverse is about to receive
+    /// ([`Layer::init_from_data`](crate::Layer::init_from_data)), so a layer is initialised on data already transformed
     /// by the (initialised) layers on its data side. Layers already initialised are left
     /// alone, so a second call changes nothing. Checks `x` like the other batch methods
     /// (column count, finite values); rows that leave some layer's domain become NaN there
@@ -65,14 +42,6 @@ pub trait Trainable<F: Float>: Density<F> {
         Ok(())
     }
 
-    /// Marks every layer initialised (see [`Layer::mark_data_initialized`]): what
-    /// [`crate::io::load`] does, since loaded parameters must not be overwritten.
-    fn mark_data_initialized(&mut self) {
-        for layer in self.layers_mut() {
-            layer.mark_data_initialized();
-        }
-    }
-
     /// The reverse-mode pass over one block: writes `log p(x_i)` into `log_prob`, and for
     /// `J = Σ_i weight[i]·log p(x_i)` writes `∂J/∂x` into `grad_x` and adds `∂J/∂θ` into
     /// `param_grad`. Inputs are not checked: use [`Trainable::log_prob_and_grad`].
@@ -89,7 +58,7 @@ pub trait Trainable<F: Float>: Density<F> {
     );
 
     /// `log p(x_i)` per row; adds `∂J/∂θ` of `J = Σ_i weight[i]·log p(x_i)` into
-    /// `param_grad` (length [`Trainable::param_len`]) and, if given, writes `∂J/∂x` into
+    /// `param_grad` (length [`Parameters::param_len`]) and, if given, writes `∂J/∂x` into
     /// `grad_x` (the shape of `x`). Runs on the calling thread, block by block; allocates
     /// only the returned array once this thread's scratch has grown to the batch size.
     fn log_prob_and_grad(
@@ -182,39 +151,6 @@ pub trait Trainable<F: Float>: Density<F> {
             weighted_log_prob_and_grad(self, x, weight, param_grad)
         };
         Ok(-total / F::of(n as f64))
-    }
-
-    /// The flat gradient buffer `grad` (length [`Trainable::param_len`]) as named views:
-    /// visits `(layer field, tensor name, shape, gradient)` tensor by tensor, in the layout
-    /// of [`Trainable::visit_params`].
-    ///
-    /// # Panics
-    /// If `grad` is shorter than [`Trainable::param_len`].
-    #[allow(clippy::type_complexity)]
-    fn visit_grads(&self, grad: &[F], visit: &mut dyn FnMut(&str, &str, &[usize], &[F])) {
-        let mut offset = 0;
-        self.visit_params(&mut |layer, tensor, shape, values| {
-            visit(layer, tensor, shape, &grad[offset..offset + values.len()]);
-            offset += values.len();
-        });
-    }
-
-    /// Copies the parameters into `out` (length [`Trainable::param_len`]), flat.
-    fn params_to_slice(&self, out: &mut [F]) {
-        let mut offset = 0;
-        self.visit_params(&mut |_, _, _, values| {
-            out[offset..offset + values.len()].copy_from_slice(values);
-            offset += values.len();
-        });
-    }
-
-    /// Sets the parameters from a flat slice (length [`Trainable::param_len`]).
-    fn params_from_slice(&mut self, values: &[F]) {
-        let mut offset = 0;
-        self.visit_params_mut(&mut |_, _, _, p| {
-            p.copy_from_slice(&values[offset..offset + p.len()]);
-            offset += p.len();
-        });
     }
 }
 
@@ -324,6 +260,7 @@ pub(crate) mod mock {
     use crate::float::Float;
     use crate::flow::{Density, Flow};
     use crate::layers::Layer;
+    use crate::parameters::Parameters;
     use crate::workspace::Workspace;
 
     /// Layers listed base → data; tensors visited under the field names `layer_{i}`.
@@ -370,7 +307,7 @@ pub(crate) mod mock {
         }
     }
 
-    impl<F: Float> Trainable<F> for Chain<F> {
+    impl<F: Float> Parameters<F> for Chain<F> {
         fn param_len(&self) -> usize {
             self.layers.iter().map(|l| l.param_len()).sum()
         }
@@ -390,6 +327,9 @@ pub(crate) mod mock {
                 .map(|l| l.as_mut() as &mut dyn Layer<F>)
                 .collect()
         }
+    }
+
+    impl<F: Float> Trainable<F> for Chain<F> {
         fn log_prob_backward_block(
             &self,
             x: ArrayView2<'_, F>,

@@ -11,19 +11,15 @@ use super::chain::{Direction, Step, block_step, generics, steps};
 use super::{Names, runtime};
 use crate::ir::Flow;
 
-/// `impl Trainable`.
-pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
+/// `impl Parameters`: the flat parameter layout, every layer's tensors then the base's.
+pub(super) fn parameters(flow: &Flow, names: &Names) -> TokenStream {
     let rt = runtime();
     let Names { ty, float, fields } = names;
     let generics = generics(flow);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let field_names: Vec<String> = fields.iter().map(Ident::to_string).collect();
-    let grads: Vec<Ident> = fields.iter().map(|f| format_ident!("grad_{}", f)).collect();
-    // The layers' slices of the flat gradient, then the base's.
-    let layer_count = fields.len() + 1;
-    let backward = backward_body(flow, names, &grads);
     quote! {
-        impl #impl_generics #rt::Trainable<#float> for #ty #ty_generics #where_clause {
+        impl #impl_generics #rt::Parameters<#float> for #ty #ty_generics #where_clause {
             fn param_len(&self) -> usize {
                 0 #(+ #rt::Layer::<#float>::param_len(&self.#fields))*
                     + #rt::BaseDistribution::<#float>::param_len(&self.base)
@@ -42,7 +38,22 @@ pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
             fn layers_mut(&mut self) -> ::std::vec::Vec<&mut dyn #rt::Layer<#float>> {
                 ::std::vec![#(&mut self.#fields as &mut dyn #rt::Layer<#float>),*]
             }
+        }
+    }
+}
 
+/// `impl Trainable`.
+pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
+    let rt = runtime();
+    let Names { ty, float, fields } = names;
+    let generics = generics(flow);
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let grads: Vec<Ident> = fields.iter().map(|f| format_ident!("grad_{}", f)).collect();
+    // The layers' slices of the flat gradient, then the base's.
+    let layer_count = fields.len() + 1;
+    let backward = backward_body(flow, names, &grads);
+    quote! {
+        impl #impl_generics #rt::Trainable<#float> for #ty #ty_generics #where_clause {
             #[allow(unused_variables, unused_mut)]
             fn log_prob_backward_block(
                 &self,

@@ -27,10 +27,12 @@ pub fn expand(flow: &Flow, checked: &Checked) -> TokenStream {
     let model = model::model(flow, checked, &names);
     let traits = chain::flow_traits(flow, &names);
     let points = chain::point_api(flow, &names);
+    let parameters = backward::parameters(flow, &names);
     let trainable = backward::trainable(flow, &names);
     let items = quote! {
         #model
         #traits
+        #parameters
         #trainable
         #points
     };

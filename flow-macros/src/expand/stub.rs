@@ -118,11 +118,15 @@ pub fn stub(flow: &Flow) -> TokenStream {
         }
 
         #[allow(unused_variables)]
-        impl #impl_generics #rt::Trainable<#float> for #ty #ty_generics #where_clause {
+        impl #impl_generics #rt::Parameters<#float> for #ty #ty_generics #where_clause {
             fn param_len(&self) -> usize { #unreachable }
             fn visit_params(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[#float])) { #unreachable }
             fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [#float])) { #unreachable }
             fn layers_mut(&mut self) -> ::std::vec::Vec<&mut dyn #rt::Layer<#float>> { #unreachable }
+        }
+
+        #[allow(unused_variables)]
+        impl #impl_generics #rt::Trainable<#float> for #ty #ty_generics #where_clause {
             fn log_prob_backward_block(
                 &self,
                 x: #rt::ndarray::ArrayView2<'_, #float>,
