@@ -402,7 +402,10 @@ mod tests {
         let (loss, grad) = loss_and_grad(&model, 4096, &gaussian_target(&m, &t));
         assert!(loss.abs() < 1e-12, "{loss}");
         assert!(grad.iter().all(|g| g.abs() < 0.1), "{grad:?}");
-        assert!(grad.iter().any(|g| g.abs() > 1e-6), "the score term is there: {grad:?}");
+        assert!(
+            grad.iter().any(|g| g.abs() > 1e-6),
+            "the score term is there: {grad:?}"
+        );
     }
 
     /// The same seed gives the same bits whether rayon has one thread or two.

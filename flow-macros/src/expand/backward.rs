@@ -1,7 +1,8 @@
-//! The reverse-mode pass behind `Trainable`: the inverse pass over a block, keeping the
-//! value entering each step on a tape, then each step's backward from the base side to the
-//! data side. A fused run recomputes its few intermediate values per entry instead of
-//! storing them, and chains its kernels' `inverse_backward`.
+//! The reverse-mode passes. `Trainable`: the inverse pass over a block, keeping the value
+//! entering each step on a tape, then each step's backward from the base side to the data
+//! side. `Variational`: the same through the forward pass, from the data side back to the
+//! base. A fused run recomputes its few intermediate values per entry instead of storing
+//! them, and chains its kernels' `inverse_backward` (or `forward_backward`).
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -136,6 +137,106 @@ fn step_backward(step: &Step, names: &Names, grads: &[Ident], input: &Ident) -> 
                 quote!(let g = self.#field.inverse_backward(j, #v, g, w, #grad);)
             });
             let entry = &values[top];
+            quote! {
+                #rt::layers::map_rows_backward(#input.view(), grad.view_mut(), weight, |j, #entry, g, w| {
+                    #(#recompute)*
+                    #(#chain)*
+                    g
+                });
+            }
+        }
+    }
+}
+
+/// `impl Variational`: the forward pass over a block of base points, keeping the value
+/// entering each step, the caller's gradient at the output, then each step's
+/// `forward_backward` from the data side back to the base.
+pub(super) fn variational(flow: &Flow, names: &Names) -> TokenStream {
+    let rt = runtime();
+    let Names { ty, float, fields } = names;
+    let generics = generics(flow);
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let grads: Vec<Ident> = fields.iter().map(|f| format_ident!("grad_{}", f)).collect();
+    let layer_count = fields.len() + 1;
+    let forward_steps = steps(flow);
+    let tape: Vec<Ident> = (0..=forward_steps.len())
+        .map(|k| format_ident!("t{}", k))
+        .collect();
+    let tape_len = tape.len();
+    let last = &tape[tape_len - 1];
+    let passes = forward_steps.iter().enumerate().map(|(k, step)| {
+        let (input, output) = (&tape[k], &tape[k + 1]);
+        let apply = block_step(
+            step,
+            names,
+            Direction::Forward,
+            &quote!(#output),
+            &quote!(log_det),
+        );
+        quote! {
+            #output.assign(&#input);
+            #apply
+        }
+    });
+    let backwards = forward_steps
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(k, step)| step_forward_backward(step, names, &grads, &tape[k]));
+    quote! {
+        impl #impl_generics #rt::Variational<#float> for #ty #ty_generics #where_clause {
+            #[allow(unused_variables, unused_mut)]
+            fn sample_backward_block(
+                &self,
+                z: #rt::ndarray::ArrayView2<'_, #float>,
+                mut log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                weight: #rt::ndarray::ArrayView1<'_, #float>,
+                output_grad: &mut #rt::variational::OutputGrad<'_, #float>,
+                mut grad: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                param_grad: &mut [#float],
+                tape: &mut ::std::vec::Vec<#float>,
+                ws: &mut #rt::Workspace<#float>,
+            ) {
+                use #rt::{Elementwise as _, Layer as _};
+                let [#(#grads,)* _grad_base] = #rt::trainable::split_params::<#layer_count, #float>(
+                    param_grad,
+                    [#(#rt::Layer::<#float>::param_len(&self.#fields),)* #rt::BaseDistribution::<#float>::param_len(&self.base)],
+                );
+                let [#(mut #tape),*] = #rt::workspace::tape_views::<#tape_len, #float>(tape, z.nrows(), z.ncols());
+                t0.assign(&z);
+                #(#passes)*
+                output_grad(#last.view(), grad.view_mut());
+                #(#backwards)*
+            }
+        }
+    }
+}
+
+/// One step's backward through its forward, with `input` the block its forward received.
+fn step_forward_backward(
+    step: &Step,
+    names: &Names,
+    grads: &[Ident],
+    input: &Ident,
+) -> TokenStream {
+    let rt = runtime();
+    match step {
+        Step::Single(i) => {
+            let (field, grad) = (&names.fields[*i], &grads[*i]);
+            quote!(self.#field.forward_backward_block(#input.view(), grad.view_mut(), weight, #grad, ws);)
+        }
+        Step::Fused(run) => {
+            // Forward order: the run's first (base-side) layer first. `v_i` enters layer i.
+            let values: Vec<Ident> = run.iter().map(|i| format_ident!("v_{}", i)).collect();
+            let recompute = (0..run.len() - 1).map(|k| {
+                let (field, from, to) = (&names.fields[run[k]], &values[k], &values[k + 1]);
+                quote!(let (#to, _) = self.#field.forward(j, #from);)
+            });
+            let chain = run.iter().zip(&values).rev().map(|(&i, v)| {
+                let (field, grad) = (&names.fields[i], &grads[i]);
+                quote!(let g = self.#field.forward_backward(j, #v, g, w, #grad);)
+            });
+            let entry = &values[0];
             quote! {
                 #rt::layers::map_rows_backward(#input.view(), grad.view_mut(), weight, |j, #entry, g, w| {
                     #(#recompute)*

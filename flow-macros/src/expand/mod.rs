@@ -29,11 +29,13 @@ pub fn expand(flow: &Flow, checked: &Checked) -> TokenStream {
     let points = chain::point_api(flow, &names);
     let parameters = backward::parameters(flow, &names);
     let trainable = backward::trainable(flow, &names);
+    let variational = backward::variational(flow, &names);
     let items = quote! {
         #model
         #traits
         #parameters
         #trainable
+        #variational
         #points
     };
     match &flow.header {

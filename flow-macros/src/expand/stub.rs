@@ -139,6 +139,21 @@ pub fn stub(flow: &Flow) -> TokenStream {
             ) { #unreachable }
         }
 
+        #[allow(unused_variables)]
+        impl #impl_generics #rt::Variational<#float> for #ty #ty_generics #where_clause {
+            fn sample_backward_block(
+                &self,
+                z: #rt::ndarray::ArrayView2<'_, #float>,
+                log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                weight: #rt::ndarray::ArrayView1<'_, #float>,
+                output_grad: &mut #rt::variational::OutputGrad<'_, #float>,
+                grad: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                param_grad: &mut [#float],
+                tape: &mut ::std::vec::Vec<#float>,
+                ws: &mut #rt::Workspace<#float>,
+            ) { #unreachable }
+        }
+
         impl #point_impl_generics #rt::rand::distr::Distribution<#point> for #ty #ty_generics #where_clause {
             fn sample<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point { #unreachable }
         }
