@@ -15,9 +15,14 @@
 //!   direction (`inverse`) is one pass of the conditioner; sampling (`forward`) is `D`
 //!   passes, one per coordinate in the order.
 //! * IAF ([`Autoregressive::inverse`]): the base side, `(t_c, s_c) = made(x)_c`. Sampling
-//!   is one pass, the density direction `D` passes; its reverse mode solves the adjoint of
-//!   the triangular system `x = h(y, made(x))` by `D − 1` fixed-point sweeps (exact after
-//!   `D − 1`: the system's Jacobian is nilpotent), so no per-pass tape is kept.
+//!   is one pass, the density direction `D` passes.
+//!
+//! Reverse mode ([`Layer::inverse_backward_block`], [`Layer::forward_backward_block`])
+//! follows the direction's shape, not the side: through a one-pass direction (MAF's
+//! inverse, IAF's forward) it is one taped conditioner pass and its backward pass; through
+//! a sequential one (IAF's inverse, MAF's forward) it solves the adjoint of the triangular
+//! system `out = h(in, made(out))` by `D − 1` fixed-point sweeps (exact after `D − 1`: the
+//! system's Jacobian is nilpotent), so no per-pass tape is kept.
 //!
 //! The Jacobian `∂(output)/∂(input)` is triangular in the order and the log-det is the sum
 //! of the per-coordinate ones. Extending to another [`CouplingTransform`] means adding an
@@ -73,39 +78,84 @@ fn step<F: Float>(transform: CouplingTransform, inverse: bool, v: F, p: &[F]) ->
     }
 }
 
-/// Reverse mode through [`step`] towards the base at `y`, for the objective
-/// `x̄·x + w·(log-det)`: writes its gradient with respect to the parameters into `p_bar`
-/// and returns its derivative with respect to `y`.
+/// Reverse mode through [`step`] at `v`, towards the base (`inverse`) or towards the data,
+/// for the objective `ō·o + w·(log-det)` (`o` the step's new value): writes its gradient
+/// with respect to the parameters into `p_bar` and returns its derivative with respect to
+/// `v`.
 ///
-/// Affine (`x = y·e^{s} + t`, log-det `s`): `ȳ = x̄·e^{s}`, `t̄ = x̄`,
-/// `raw̄ = (x̄·y·e^{s} + w)·ds/draw`. Additive (`x = y − t`): `ȳ = x̄`, `t̄ = −x̄`. Spline:
-/// the rational-quadratic kernel's own reverse mode (`spline::rq_inverse_backward`).
+/// Affine towards the base (`o = v·e^{s} + t`, log-det `s`): `v̄ = ō·e^{s}`, `t̄ = ō`,
+/// `raw̄ = (ō·v·e^{s} + w)·ds/draw`; towards the data (`o = (v − t)·e^{−s}`, log-det `−s`):
+/// `v̄ = ō·e^{−s}`, `t̄ = −v̄`, `raw̄ = −(v̄·(v − t) + w)·ds/draw`. Additive (`o = v ∓ t`):
+/// `v̄ = ō`, `t̄ = ∓ō`. Spline: the rational-quadratic kernel's reverse mode towards the
+/// base (`spline::rq_inverse_backward`), and [`rq_forward_backward`] towards the data.
 #[inline(always)]
 fn step_backward<F: Float>(
     transform: CouplingTransform,
-    y: F,
+    inverse: bool,
+    v: F,
     p: &[F],
-    x_bar: F,
+    o_bar: F,
     w: F,
     p_bar: &mut [F],
 ) -> F {
     match transform {
         CouplingTransform::Affine => {
             let raw = p[1];
-            let e = affine_scale(true, raw);
-            p_bar[0] = x_bar;
-            p_bar[1] = (x_bar * y * e + w) * bounded_log_scale_slope(raw);
-            x_bar * e
+            let e = affine_scale(inverse, raw);
+            let slope = bounded_log_scale_slope(raw);
+            if inverse {
+                p_bar[0] = o_bar;
+                p_bar[1] = (o_bar * v * e + w) * slope;
+            } else {
+                let v_bar = o_bar * e;
+                p_bar[0] = -v_bar;
+                p_bar[1] = -(v_bar * (v - p[0]) + w) * slope;
+            }
+            o_bar * e
         }
         CouplingTransform::Additive => {
-            p_bar[0] = -x_bar;
-            x_bar
+            p_bar[0] = if inverse { -o_bar } else { o_bar };
+            o_bar
         }
         CouplingTransform::Spline { bound, .. } => {
             p_bar.fill(F::zero());
-            rq_inverse_backward(p, F::of(bound), y, x_bar, w, p_bar)
+            if inverse {
+                rq_inverse_backward(p, F::of(bound), v, o_bar, w, p_bar)
+            } else {
+                rq_forward_backward(p, F::of(bound), v, o_bar, w, p_bar)
+            }
         }
     }
+}
+
+/// Reverse mode through [`rq_forward`] at `x` for `J = y_bar·y + w·log|dy/dx|`: returns
+/// `∂J/∂x` and ADDS `∂J/∂raw` into `raw_grad`, from two calls of the inverse's reverse mode
+/// at `y = rq_forward(x)` (a private stand-in: `spline.rs` exports no forward reverse mode).
+///
+/// With `g` the spline, `L = log g'` and the inverse's `J_inv = x̄·g⁻¹(y) + w'·(−L(g⁻¹(y)))`:
+/// at `(x̄, w') = (0, 1)` its `y`-derivative is `b = −L_x/g'`, so `∂J/∂x = y_bar·g' + w·L_x =
+/// g'·(y_bar − w·b)`; its `raw`-gradient is `−L_θ + L_x·g_θ/g'`. Adding the one at
+/// `(x̄, w') = (−∂J/∂x, −w − 1)` leaves `y_bar·g_θ + w·L_θ`, the gradient wanted. Outside
+/// `[−B, B]` both calls add nothing and `∂J/∂x = y_bar`; a non-finite `x` gives NaN.
+fn rq_forward_backward<F: Float>(
+    raw: &[F],
+    bound: F,
+    x: F,
+    y_bar: F,
+    w: F,
+    raw_grad: &mut [F],
+) -> F {
+    let (y, log_slope) = rq_forward(raw, bound, x);
+    // The spline maps [−B, B] onto itself: keep a rounded image on the spline side.
+    let y = if x >= -bound && x <= bound {
+        y.max(-bound).min(bound)
+    } else {
+        y
+    };
+    let b = rq_inverse_backward(raw, bound, y, F::zero(), F::one(), raw_grad);
+    let x_bar = log_slope.exp() * (y_bar - w * b);
+    rq_inverse_backward(raw, bound, y, -x_bar, -w - F::one(), raw_grad);
+    x_bar
 }
 
 /// Copies the rows of `x` into the row-major `dst`.
@@ -412,7 +462,50 @@ impl<F: Float> Autoregressive<F> {
         acc
     }
 
-    /// Reverse mode through the inverse when it is one pass (MAF): `x = h(y, made(y))`.
+    /// Reverse mode through a direction (`inverse`: towards the base) at its input `y`:
+    /// checks the shapes, then one pass or sequential as the direction is.
+    fn backward_block(
+        &self,
+        y: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+        inverse: bool,
+    ) {
+        let rows = y.nrows();
+        assert_eq!(
+            y.ncols(),
+            self.dim(),
+            "autoregressive: block has the wrong number of columns"
+        );
+        assert_eq!(
+            grad.dim(),
+            y.dim(),
+            "autoregressive: the gradient block has the wrong shape"
+        );
+        assert_eq!(
+            weight.len(),
+            rows,
+            "autoregressive: weight has the wrong length"
+        );
+        assert_eq!(
+            param_grad.len(),
+            self.param_len(),
+            "autoregressive: param_grad has the wrong length"
+        );
+        if rows == 0 {
+            return;
+        }
+        if self.one_pass(inverse) {
+            self.backward_one_pass(y, grad, weight, param_grad, ws, inverse);
+        } else {
+            self.backward_sequential(y, grad, weight, param_grad, ws, inverse);
+        }
+    }
+
+    /// Reverse mode through a direction (`inverse`: towards the base) that is one pass:
+    /// `x = h(y, made(y))` with `y` the direction's input (MAF's inverse, IAF's forward).
     /// Workspace buffers: 0 `y` row-major, 1 and 2 the conditioner's tape, 3 its outputs,
     /// 4 their gradients, 5 its backward scratch, 6 its input gradient, 7 its parameter
     /// gradient before masking.
@@ -423,6 +516,7 @@ impl<F: Float> Autoregressive<F> {
         weight: ArrayView1<'_, F>,
         param_grad: &mut [F],
         ws: &mut Workspace<F>,
+        inverse: bool,
     ) {
         let rows = y.nrows();
         let dim = self.dim();
@@ -467,7 +561,8 @@ impl<F: Float> Autoregressive<F> {
                 let per = self.made.per_coordinate();
                 for c in 0..dim {
                     let p_bar = &mut o_bar[c * per..c * per + per];
-                    g[c] = step_backward(self.transform, y[c], self.params(o, c), g[c], w, p_bar);
+                    let p = self.params(o, c);
+                    g[c] = step_backward(self.transform, inverse, y[c], p, g[c], w, p_bar);
                 }
             });
         let out_grad = ArrayView2::from_shape((rows, n_out), &*out_grad).expect("gradients");
@@ -480,17 +575,19 @@ impl<F: Float> Autoregressive<F> {
         }
     }
 
-    /// Reverse mode through the inverse when it is sequential (IAF): `x` solves
-    /// `x = h(y, made(x))`. With `c(λ)` the gradient of `λ·h + w·(log-det)` with respect to
+    /// Reverse mode through a direction (`inverse`: towards the base) that is sequential:
+    /// `x` solves `x = h(y, made(x))`, `y` the direction's input (IAF's inverse, MAF's
+    /// forward). With `c(λ)` the gradient of `λ·h + w·(log-det)` with respect to
     /// the conditioner's outputs (from [`step_backward`] at the final `x`), the adjoint
     /// `λ = ∂J/∂x` (total) solves `λ = x̄ + made_xᵀ·c(λ)`; coordinate `k` of the order
     /// depends only on later ones, so `D − 1` sweeps from `λ = x̄` make it exact. Then
     /// `∂J/∂y = ∂(λ·h + w·ld)/∂y` and `∂J/∂θ = made_θᵀ·c(λ)`.
     ///
-    /// Workspace buffers: 0 `x` (the inverse, recomputed), 1 and 2 the conditioner's tape
-    /// (first its hidden scratch), 3 a copy of the tape's pre-activations (a backward
-    /// pass consumes them), 4 the conditioner's outputs, 5 their gradients, 6 its
-    /// backward scratch, 7 its input gradient, 8 `λ`, 9 the parameter gradient of a sweep.
+    /// Workspace buffers: 0 `x` (the direction's output, recomputed), 1 and 2 the
+    /// conditioner's tape (first its hidden scratch), 3 a copy of the tape's
+    /// pre-activations (a backward pass consumes them), 4 the conditioner's outputs, 5
+    /// their gradients, 6 its backward scratch, 7 its input gradient, 8 `λ`, 9 the
+    /// parameter gradient of a sweep.
     fn backward_sequential(
         &self,
         y: ArrayView2<'_, F>,
@@ -498,6 +595,7 @@ impl<F: Float> Autoregressive<F> {
         weight: ArrayView1<'_, F>,
         param_grad: &mut [F],
         ws: &mut Workspace<F>,
+        inverse: bool,
     ) {
         let rows = y.nrows();
         let dim = self.dim();
@@ -528,10 +626,10 @@ impl<F: Float> Autoregressive<F> {
             rows * dim,
             self.made.param_len(),
         ]);
-        // The inverse (the tape's halves serve as the hidden scratch: each holds at least
-        // `rows · max_hidden`), then the conditioner at the final x, taped.
+        // The direction (the tape's halves serve as the hidden scratch: each holds at
+        // least `rows · max_hidden`), then the conditioner at the final x, taped.
         gather(y, x);
-        self.sequential(x, out, pre, post, None, true);
+        self.sequential(x, out, pre, post, None, inverse);
         let input = ArrayView2::from_shape((rows, dim), &*x).expect("workspace buffer 0");
         let mut tape = MlpTape { pre, post };
         net.forward_block_tape(
@@ -555,8 +653,9 @@ impl<F: Float> Autoregressive<F> {
             {
                 for c in 0..dim {
                     let p_bar = &mut o_bar[c * per..c * per + per];
+                    let p = self.params(o, c);
                     let y_bar =
-                        step_backward(self.transform, y[[r, c]], self.params(o, c), l[c], w, p_bar);
+                        step_backward(self.transform, inverse, y[[r, c]], p, l[c], w, p_bar);
                     if last {
                         grad[[r, c]] = y_bar;
                     }
@@ -645,35 +744,22 @@ impl<F: Float> Layer<F> for Autoregressive<F> {
         param_grad: &mut [F],
         ws: &mut Workspace<F>,
     ) {
-        let rows = y.nrows();
-        assert_eq!(
-            y.ncols(),
-            self.dim(),
-            "autoregressive: block has the wrong number of columns"
-        );
-        assert_eq!(
-            grad.dim(),
-            y.dim(),
-            "autoregressive: the gradient block has the wrong shape"
-        );
-        assert_eq!(
-            weight.len(),
-            rows,
-            "autoregressive: weight has the wrong length"
-        );
-        assert_eq!(
-            param_grad.len(),
-            self.param_len(),
-            "autoregressive: param_grad has the wrong length"
-        );
-        if rows == 0 {
-            return;
-        }
-        if self.one_pass(true) {
-            self.backward_one_pass(y, grad, weight, param_grad, ws);
-        } else {
-            self.backward_sequential(y, grad, weight, param_grad, ws);
-        }
+        self.backward_block(y, grad, weight, param_grad, ws, true);
+    }
+    /// The mirror of [`Layer::inverse_backward_block`]. IAF: one taped pass of the
+    /// conditioner on `z` and its backward pass. MAF: the sequential forward, one taped
+    /// pass at its result `x` and `D` backward passes, solving the adjoint of
+    /// `x = h(z, made(x))` by fixed-point sweeps (see `backward_sequential`). Masked weights
+    /// get zero gradient. Allocates nothing once the workspace has grown.
+    fn forward_backward_block(
+        &self,
+        z: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        self.backward_block(z, grad, weight, param_grad, ws, false);
     }
 }
 
@@ -901,20 +987,26 @@ mod tests {
                         .filter(|i| !masked.contains(i))
                         .all(|i| flat[i] == 0.25)
                 );
-                // Their gradient is exactly zero (added to what is there).
+                // Their gradient is exactly zero (added to what is there), both ways.
                 randomise(&mut a, &mut r);
-                let (y, x_bar, w) = random_backward_inputs(9, 5, &mut r);
-                let mut pg = vec![7.0; a.param_len()];
-                let mut grad = x_bar.clone();
-                a.inverse_backward_block(
-                    y.view(),
-                    grad.view_mut(),
-                    w.view(),
-                    &mut pg,
-                    &mut Workspace::default(),
-                );
-                assert!(masked.iter().all(|&i| pg[i] == 7.0), "{side:?} {order:?}");
-                assert!(pg.iter().filter(|&&g| g != 7.0).count() > 0);
+                for inverse in DIRECTIONS {
+                    let (y, x_bar, w) = random_backward_inputs(9, 5, &mut r);
+                    let mut pg = vec![7.0; a.param_len()];
+                    let mut grad = x_bar.clone();
+                    let ws = &mut Workspace::default();
+                    backward_block(
+                        &a,
+                        inverse,
+                        y.view(),
+                        grad.view_mut(),
+                        w.view(),
+                        &mut pg,
+                        ws,
+                    );
+                    let what = format!("{side:?} {order:?} inverse={inverse}");
+                    assert!(masked.iter().all(|&i| pg[i] == 7.0), "{what}");
+                    assert!(pg.iter().filter(|&&g| g != 7.0).count() > 0, "{what}");
+                }
             }
         }
     }
@@ -1255,36 +1347,42 @@ mod tests {
                     hidden,
                 );
                 let a = random_layer(config, &mut r);
-                let (y, x_bar, w) = random_backward_inputs(256, 5, &mut r);
-                let mut ws = Workspace::default();
-                let mut x = y.clone();
-                let mut ld = Array1::zeros(256);
-                let mut grad = x_bar.clone();
-                let mut pg = vec![0.0; a.param_len()];
-                a.forward_block(x.view_mut(), ld.view_mut(), &mut ws);
-                a.inverse_block(x.view_mut(), ld.view_mut(), &mut ws);
-                a.inverse_backward_block(y.view(), grad.view_mut(), w.view(), &mut pg, &mut ws);
-                let capacity = ws.capacity();
-                assert!(capacity > 0);
-                for rows in [256, 100, 1] {
-                    a.forward_block(
-                        x.slice_mut(s![..rows, ..]),
-                        ld.slice_mut(s![..rows]),
-                        &mut ws,
-                    );
-                    a.inverse_block(
-                        x.slice_mut(s![..rows, ..]),
-                        ld.slice_mut(s![..rows]),
-                        &mut ws,
-                    );
-                    a.inverse_backward_block(
-                        y.slice(s![..rows, ..]),
-                        grad.slice_mut(s![..rows, ..]),
-                        w.slice(s![..rows]),
-                        &mut pg,
-                        &mut ws,
-                    );
-                    assert_eq!(ws.capacity(), capacity, "{config:?}");
+                // Each reverse mode with a workspace of its own (their buffers match).
+                for inverse in DIRECTIONS {
+                    let (y, x_bar, w) = random_backward_inputs(256, 5, &mut r);
+                    let mut ws = Workspace::default();
+                    let mut x = y.clone();
+                    let mut ld = Array1::zeros(256);
+                    let mut grad = x_bar.clone();
+                    let mut pg = vec![0.0; a.param_len()];
+                    a.forward_block(x.view_mut(), ld.view_mut(), &mut ws);
+                    a.inverse_block(x.view_mut(), ld.view_mut(), &mut ws);
+                    let (yv, gv, wv) = (y.view(), grad.view_mut(), w.view());
+                    backward_block(&a, inverse, yv, gv, wv, &mut pg, &mut ws);
+                    let capacity = ws.capacity();
+                    assert!(capacity > 0);
+                    for rows in [256, 100, 1] {
+                        a.forward_block(
+                            x.slice_mut(s![..rows, ..]),
+                            ld.slice_mut(s![..rows]),
+                            &mut ws,
+                        );
+                        a.inverse_block(
+                            x.slice_mut(s![..rows, ..]),
+                            ld.slice_mut(s![..rows]),
+                            &mut ws,
+                        );
+                        backward_block(
+                            &a,
+                            inverse,
+                            y.slice(s![..rows, ..]),
+                            grad.slice_mut(s![..rows, ..]),
+                            w.slice(s![..rows]),
+                            &mut pg,
+                            &mut ws,
+                        );
+                        assert_eq!(ws.capacity(), capacity, "{config:?} inverse={inverse}");
+                    }
                 }
             }
         }
@@ -1325,9 +1423,11 @@ mod tests {
                         assert!(close(*p, *q, 1e-8), "{config:?}: {p} vs {q}");
                     }
                 }
-                let (y, x_bar, w) = random_backward_inputs(20, 5, &mut r);
-                let (grad, pg) = backward(&a, &y, &x_bar, &w);
-                assert!(grad.iter().chain(&pg).all(|g| g.is_finite()), "{config:?}");
+                for inverse in DIRECTIONS {
+                    let (y, x_bar, w) = random_backward_inputs(20, 5, &mut r);
+                    let (grad, pg) = backward(&a, &y, &x_bar, &w, inverse);
+                    assert!(grad.iter().chain(&pg).all(|g| g.is_finite()), "{config:?}");
+                }
             }
         }
     }
@@ -1365,8 +1465,8 @@ mod tests {
                     }
                     assert!(y_bad.row(7).iter().any(|v| v.is_nan()));
                     let (_, x_bar, w) = random_backward_inputs(20, 4, &mut r);
-                    let (g, _) = backward(&a, &x, &x_bar, &w);
-                    let (g_bad, _) = backward(&a, &bad, &x_bar, &w);
+                    let (g, _) = backward(&a, &x, &x_bar, &w, inverse);
+                    let (g_bad, _) = backward(&a, &bad, &x_bar, &w, inverse);
                     for i in (0..20).filter(|i| ![7, 11, 12].contains(i)) {
                         assert_eq!(g_bad.row(i), g.row(i), "{config:?} row {i}");
                     }
@@ -1431,36 +1531,62 @@ mod tests {
 
     // ---- reverse mode -------------------------------------------------------------
 
+    const DIRECTIONS: [bool; 2] = [false, true];
+
     fn grad_close(g: f64, fd: f64) -> bool {
         (g - fd).abs() <= 1e-5 * g.abs().max(fd.abs()) + 1e-7
     }
 
-    /// `J(y) = Σ_i ⟨x̄_i, x_i(y)⟩ + w_i·ld_i(y)` through `inverse_block`.
+    /// `f'(0)` by central differences at `h` and `h/2`, Richardson-extrapolated (error
+    /// `O(h⁴)`: the sequential directions through a spline can be strongly curved).
+    fn derivative_fd(f: impl Fn(f64) -> f64) -> f64 {
+        let h = 1e-5;
+        let central = |h: f64| (f(h) - f(-h)) / (2.0 * h);
+        (4.0 * central(h / 2.0) - central(h)) / 3.0
+    }
+
+    /// `J(y) = Σ_i ⟨x̄_i, x_i(y)⟩ + w_i·ld_i(y)` through `inverse_block` (`inverse`) or
+    /// `forward_block`.
     fn objective(
         a: &Autoregressive<f64>,
         y: &Array2<f64>,
         x_bar: &Array2<f64>,
         w: &Array1<f64>,
+        inverse: bool,
     ) -> f64 {
-        let (x, ld) = run(a, y, true);
+        let (x, ld) = run(a, y, inverse);
         (x * x_bar).sum() + ld.dot(w)
     }
 
+    /// `inverse_backward_block` (`inverse`) or `forward_backward_block`.
+    fn backward_block<F: Float>(
+        a: &Autoregressive<F>,
+        inverse: bool,
+        y: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        w: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        if inverse {
+            a.inverse_backward_block(y, grad, w, param_grad, ws);
+        } else {
+            a.forward_backward_block(y, grad, w, param_grad, ws);
+        }
+    }
+
+    /// `(∂J/∂y, ∂J/∂θ)` of [`objective`] from the layer's reverse mode.
     fn backward(
         a: &Autoregressive<f64>,
         y: &Array2<f64>,
         x_bar: &Array2<f64>,
         w: &Array1<f64>,
+        inverse: bool,
     ) -> (Array2<f64>, Vec<f64>) {
         let mut grad = x_bar.clone();
         let mut pg = vec![0.0; a.param_len()];
-        a.inverse_backward_block(
-            y.view(),
-            grad.view_mut(),
-            w.view(),
-            &mut pg,
-            &mut Workspace::default(),
-        );
+        let ws = &mut Workspace::default();
+        backward_block(a, inverse, y.view(), grad.view_mut(), w.view(), &mut pg, ws);
         (grad, pg)
     }
 
@@ -1494,23 +1620,25 @@ mod tests {
     #[test]
     fn backward_input_gradient_matches_finite_differences() {
         let mut r = rng(20);
-        let h = 1e-5;
         for config in configs() {
             let a = random_layer(config, &mut r);
-            let (y, x_bar, w) = random_backward_inputs(3, config.1, &mut r);
-            let (grad, _) = backward(&a, &y, &x_bar, &w);
-            for i in 0..y.nrows() {
-                for j in 0..y.ncols() {
-                    let (mut up, mut down) = (y.clone(), y.clone());
-                    up[[i, j]] += h;
-                    down[[i, j]] -= h;
-                    let fd = (objective(&a, &up, &x_bar, &w) - objective(&a, &down, &x_bar, &w))
-                        / (2.0 * h);
-                    assert!(
-                        grad_close(grad[[i, j]], fd),
-                        "{config:?} ∂J/∂y[{i},{j}]: {} vs fd {fd}",
-                        grad[[i, j]]
-                    );
+            for inverse in DIRECTIONS {
+                let (y, x_bar, w) = random_backward_inputs(3, config.1, &mut r);
+                let (grad, _) = backward(&a, &y, &x_bar, &w, inverse);
+                let j = |y: &Array2<f64>| objective(&a, y, &x_bar, &w, inverse);
+                for i in 0..y.nrows() {
+                    for c in 0..y.ncols() {
+                        let fd = derivative_fd(|h| {
+                            let mut moved = y.clone();
+                            moved[[i, c]] += h;
+                            j(&moved)
+                        });
+                        assert!(
+                            grad_close(grad[[i, c]], fd),
+                            "{config:?} inverse={inverse} ∂J/∂y[{i},{c}]: {} vs fd {fd}",
+                            grad[[i, c]]
+                        );
+                    }
                 }
             }
         }
@@ -1519,26 +1647,26 @@ mod tests {
     #[test]
     fn backward_param_gradient_matches_finite_differences() {
         let mut r = rng(21);
-        let h = 1e-5;
         for config in configs() {
-            let mut a = random_layer(config, &mut r);
-            let (y, x_bar, w) = random_backward_inputs(3, config.1, &mut r);
-            let (_, pg) = backward(&a, &y, &x_bar, &w);
-            // Every entry of every tensor, masked ones included (their gradient is 0).
-            for (p, v) in flat_params(&a).into_iter().enumerate() {
-                set_param(&mut a, p, v + h);
-                let up = objective(&a, &y, &x_bar, &w);
-                set_param(&mut a, p, v - h);
-                let down = objective(&a, &y, &x_bar, &w);
-                set_param(&mut a, p, v);
-                let fd = (up - down) / (2.0 * h);
-                assert!(
-                    grad_close(pg[p], fd),
-                    "{config:?} ∂J/∂θ[{p}]: {} vs fd {fd}",
-                    pg[p]
-                );
-                if !a.made().is_free(p) {
-                    assert_eq!(pg[p], 0.0);
+            let a = random_layer(config, &mut r);
+            for inverse in DIRECTIONS {
+                let (y, x_bar, w) = random_backward_inputs(3, config.1, &mut r);
+                let (_, pg) = backward(&a, &y, &x_bar, &w, inverse);
+                // Every entry of every tensor, masked ones included (their gradient is 0).
+                for (p, v) in flat_params(&a).into_iter().enumerate() {
+                    let fd = derivative_fd(|h| {
+                        let mut moved = a.clone();
+                        set_param(&mut moved, p, v + h);
+                        objective(&moved, &y, &x_bar, &w, inverse)
+                    });
+                    assert!(
+                        grad_close(pg[p], fd),
+                        "{config:?} inverse={inverse} ∂J/∂θ[{p}]: {} vs fd {fd}",
+                        pg[p]
+                    );
+                    if !a.made().is_free(p) {
+                        assert_eq!(pg[p], 0.0);
+                    }
                 }
             }
         }
@@ -1558,23 +1686,27 @@ mod tests {
                     &[8, 6][..],
                 );
                 let a = random_layer(config, &mut r);
-                let (y, x_bar, w) = random_backward_inputs(17, 5, &mut r);
-                let (grad, fresh) = backward(&a, &y, &x_bar, &w);
-                let start: Vec<f64> = (0..a.param_len())
-                    .map(|_| r.random_range(-3.0..3.0))
-                    .collect();
-                let mut acc = start.clone();
-                let mut grad_again = x_bar.clone();
-                a.inverse_backward_block(
-                    y.view(),
-                    grad_again.view_mut(),
-                    w.view(),
-                    &mut acc,
-                    &mut Workspace::default(),
-                );
-                assert_eq!(grad_again, grad);
-                for ((p, s), f) in acc.iter().zip(&start).zip(&fresh) {
-                    assert!(close(*p, s + f, 1e-13), "{config:?}: {p} vs {s} + {f}");
+                for inverse in DIRECTIONS {
+                    let (y, x_bar, w) = random_backward_inputs(17, 5, &mut r);
+                    let (grad, fresh) = backward(&a, &y, &x_bar, &w, inverse);
+                    let start: Vec<f64> = (0..a.param_len())
+                        .map(|_| r.random_range(-3.0..3.0))
+                        .collect();
+                    let mut acc = start.clone();
+                    let mut grad_again = x_bar.clone();
+                    backward_block(
+                        &a,
+                        inverse,
+                        y.view(),
+                        grad_again.view_mut(),
+                        w.view(),
+                        &mut acc,
+                        &mut Workspace::default(),
+                    );
+                    assert_eq!(grad_again, grad);
+                    for ((p, s), f) in acc.iter().zip(&start).zip(&fresh) {
+                        assert!(close(*p, s + f, 1e-13), "{config:?}: {p} vs {s} + {f}");
+                    }
                 }
             }
         }
@@ -1594,26 +1726,30 @@ mod tests {
                     &[16, 12][..],
                 );
                 let a = random_layer(config, &mut r);
-                let (y, x_bar, w) = random_backward_inputs(1000, 6, &mut r);
-                let (grad_whole, pg_whole) = backward(&a, &y, &x_bar, &w);
-                let mut grad_pieces = x_bar.clone();
-                let mut pg_pieces = vec![0.0; a.param_len()];
-                let mut ws = Workspace::default();
-                for start in (0..1000).step_by(256) {
-                    let end = (start + 256).min(1000);
-                    a.inverse_backward_block(
-                        y.slice(s![start..end, ..]),
-                        grad_pieces.slice_mut(s![start..end, ..]),
-                        w.slice(s![start..end]),
-                        &mut pg_pieces,
-                        &mut ws,
-                    );
-                }
-                for (p, q) in grad_whole.iter().zip(&grad_pieces) {
-                    assert!(close(*p, *q, 1e-13), "{config:?}: {p} vs {q}");
-                }
-                for (p, q) in pg_whole.iter().zip(&pg_pieces) {
-                    assert!(close(*p, *q, 1e-11), "{config:?}: {p} vs {q}");
+                for inverse in DIRECTIONS {
+                    let (y, x_bar, w) = random_backward_inputs(1000, 6, &mut r);
+                    let (grad_whole, pg_whole) = backward(&a, &y, &x_bar, &w, inverse);
+                    let mut grad_pieces = x_bar.clone();
+                    let mut pg_pieces = vec![0.0; a.param_len()];
+                    let mut ws = Workspace::default();
+                    for start in (0..1000).step_by(256) {
+                        let end = (start + 256).min(1000);
+                        backward_block(
+                            &a,
+                            inverse,
+                            y.slice(s![start..end, ..]),
+                            grad_pieces.slice_mut(s![start..end, ..]),
+                            w.slice(s![start..end]),
+                            &mut pg_pieces,
+                            &mut ws,
+                        );
+                    }
+                    for (p, q) in grad_whole.iter().zip(&grad_pieces) {
+                        assert!(close(*p, *q, 1e-13), "{config:?}: {p} vs {q}");
+                    }
+                    for (p, q) in pg_whole.iter().zip(&pg_pieces) {
+                        assert!(close(*p, *q, 1e-11), "{config:?}: {p} vs {q}");
+                    }
                 }
             }
         }
@@ -1632,25 +1768,29 @@ mod tests {
                 &[6, 5][..],
             );
             let a = random_layer(config, &mut r);
-            let (y, x_bar, w) = random_backward_inputs(30, 4, &mut r);
-            let (grad, pg) = backward(&a, &y, &x_bar, &w);
-            let mut tall = Array2::zeros((60, 4));
-            tall.slice_mut(s![..;2, ..]).assign(&y);
-            let mut w_tall = Array1::zeros(60);
-            w_tall.slice_mut(s![..;2]).assign(&w);
-            let mut fortran = Array2::zeros((30, 4).f());
-            fortran.assign(&x_bar);
-            let mut pg_strided = vec![0.0; a.param_len()];
-            a.inverse_backward_block(
-                tall.slice(s![..;2, ..]),
-                fortran.view_mut(),
-                w_tall.slice(s![..;2]),
-                &mut pg_strided,
-                &mut Workspace::default(),
-            );
-            assert_eq!(fortran, grad);
-            for (p, q) in pg_strided.iter().zip(&pg) {
-                assert!(close(*p, *q, 1e-13), "{p} vs {q}");
+            for inverse in DIRECTIONS {
+                let (y, x_bar, w) = random_backward_inputs(30, 4, &mut r);
+                let (grad, pg) = backward(&a, &y, &x_bar, &w, inverse);
+                let mut tall = Array2::zeros((60, 4));
+                tall.slice_mut(s![..;2, ..]).assign(&y);
+                let mut w_tall = Array1::zeros(60);
+                w_tall.slice_mut(s![..;2]).assign(&w);
+                let mut fortran = Array2::zeros((30, 4).f());
+                fortran.assign(&x_bar);
+                let mut pg_strided = vec![0.0; a.param_len()];
+                backward_block(
+                    &a,
+                    inverse,
+                    tall.slice(s![..;2, ..]),
+                    fortran.view_mut(),
+                    w_tall.slice(s![..;2]),
+                    &mut pg_strided,
+                    &mut Workspace::default(),
+                );
+                assert_eq!(fortran, grad);
+                for (p, q) in pg_strided.iter().zip(&pg) {
+                    assert!(close(*p, *q, 1e-13), "{p} vs {q}");
+                }
             }
         }
     }
@@ -1659,34 +1799,43 @@ mod tests {
     fn backward_works_in_f32() {
         let mut r = rng(25);
         for side in SIDES {
-            let config = (
-                side,
-                5,
-                Order::Natural,
-                CouplingTransform::Affine,
-                Activation::Silu,
-                &[8, 6][..],
-            );
-            let a64 = random_layer(config, &mut r);
-            let a32 = to_f32(&a64, config, &mut r);
-            let (y, x_bar, w) = random_backward_inputs(40, 5, &mut r);
-            let (grad, pg) = backward(&a64, &y, &x_bar, &w);
-            let mut grad32 = x_bar.mapv(|v| v as f32);
-            let mut pg32 = vec![0f32; a32.param_len()];
-            a32.inverse_backward_block(
-                y.mapv(|v| v as f32).view(),
-                grad32.view_mut(),
-                w.mapv(|v| v as f32).view(),
-                &mut pg32,
-                &mut Workspace::default(),
-            );
-            for (p, q) in grad32
-                .iter()
-                .zip(&grad)
-                .map(|(p, q)| (*p as f64, *q))
-                .chain(pg32.iter().zip(&pg).map(|(p, q)| (*p as f64, *q)))
-            {
-                assert!(close(p, q, 1e-3), "{config:?}: {p} vs {q}");
+            for transform in TRANSFORMS {
+                let config = (
+                    side,
+                    5,
+                    Order::Natural,
+                    transform,
+                    Activation::Silu,
+                    &[8, 6][..],
+                );
+                let a64 = random_layer(config, &mut r);
+                let a32 = to_f32(&a64, config, &mut r);
+                for inverse in DIRECTIONS {
+                    let (y, x_bar, w) = random_backward_inputs(40, 5, &mut r);
+                    let (grad, pg) = backward(&a64, &y, &x_bar, &w, inverse);
+                    let mut grad32 = x_bar.mapv(|v| v as f32);
+                    let mut pg32 = vec![0f32; a32.param_len()];
+                    backward_block(
+                        &a32,
+                        inverse,
+                        y.mapv(|v| v as f32).view(),
+                        grad32.view_mut(),
+                        w.mapv(|v| v as f32).view(),
+                        &mut pg32,
+                        &mut Workspace::default(),
+                    );
+                    for (p, q) in grad32
+                        .iter()
+                        .zip(&grad)
+                        .map(|(p, q)| (*p as f64, *q))
+                        .chain(pg32.iter().zip(&pg).map(|(p, q)| (*p as f64, *q)))
+                    {
+                        assert!(
+                            close(p, q, 1e-3),
+                            "{config:?} inverse={inverse}: {p} vs {q}"
+                        );
+                    }
+                }
             }
         }
     }

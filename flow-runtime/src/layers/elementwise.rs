@@ -289,6 +289,13 @@ fn inside_codomain<F: Float>(ok: bool, v: (F, F)) -> (F, F) {
 // Given a `y` that `inverse` rejects, they return NaN for `∂J/∂y` and leave `param_grad`
 // untouched: such a point has log-density −∞, and the NaN tells the caller so without
 // poisoning the accumulated parameter gradients of the other rows.
+//
+// `forward_backward` differentiates the formulas of `forward` the same way. Given an `x`
+// that is not a finite point of the domain (NaN, ±∞, or strictly outside a bounded
+// domain) it returns NaN and leaves `param_grad` untouched. On the closed boundary of a
+// bounded domain, where `forward` saturates (`logit` at 0 and 1, `atanh` at ±1, `log` at
+// 0), it differentiates at the saturated point, as `forward` evaluates there: a huge (in
+// `f32` possibly infinite) but not NaN gradient.
 // ---------------------------------------------------------------------------------------
 
 impl<F: Float> Elementwise<F> for Affine<F> {
@@ -305,6 +312,19 @@ impl<F: Float> Elementwise<F> for Affine<F> {
         param_grad[j] -= dy;
         param_grad[self.shift.len() + j] -= x_bar * x + w;
         dy
+    }
+    /// `y = x·e^s + shift`, log-det `s`: `∂J/∂x = ȳ·e^s`, `∂J/∂shift = ȳ`,
+    /// `∂J/∂s = ȳ·x·e^s + w`.
+    #[inline]
+    fn forward_backward(&self, j: usize, x: F, y_bar: F, w: F, param_grad: &mut [F]) -> F {
+        if !x.is_finite() {
+            return F::nan();
+        }
+        let e = fastmath::exp(self.log_scale[j]);
+        let dx = y_bar * e;
+        param_grad[j] += y_bar;
+        param_grad[self.shift.len() + j] += dx * x + w;
+        dx
     }
     #[inline(always)]
     fn forward(&self, j: usize, x: F) -> (F, F) {
@@ -329,6 +349,17 @@ impl<F: Float> Elementwise<F> for Shift<F> {
             param_grad[j] -= x_bar;
         }
         x_bar
+    }
+    /// `y = x + shift`, log-det 0: `∂J/∂x = ȳ`, `∂J/∂shift = ȳ` (when learnable).
+    #[inline]
+    fn forward_backward(&self, j: usize, x: F, y_bar: F, _w: F, param_grad: &mut [F]) -> F {
+        if !x.is_finite() {
+            return F::nan();
+        }
+        if self.learnable {
+            param_grad[j] += y_bar;
+        }
+        y_bar
     }
     #[inline(always)]
     fn forward(&self, j: usize, x: F) -> (F, F) {
@@ -355,6 +386,19 @@ impl<F: Float> Elementwise<F> for Scale<F> {
         }
         x_bar * d
     }
+    /// `y = sign·e^s·x`, log-det `s`: `∂J/∂x = ȳ·sign·e^s`, `∂J/∂s = ȳ·y + w` (when
+    /// learnable).
+    #[inline]
+    fn forward_backward(&self, j: usize, x: F, y_bar: F, w: F, param_grad: &mut [F]) -> F {
+        if !x.is_finite() {
+            return F::nan();
+        }
+        let d = self.sign * fastmath::exp(self.log_scale[j]);
+        if self.learnable {
+            param_grad[j] += y_bar * (d * x) + w;
+        }
+        y_bar * d
+    }
     #[inline(always)]
     fn forward(&self, j: usize, x: F) -> (F, F) {
         let s = self.log_scale[j];
@@ -379,6 +423,16 @@ impl<F: Float> Elementwise<F> for Sigmoid {
         }
         (x_bar + w * (y + y - F::one())) / (y * (F::one() - y))
     }
+    /// `y = σ(x)`, log-det `log σ(x) + log σ(−x)`: `dy/dx = σ(x)·σ(−x)` and
+    /// `d(log-det)/dx = σ(−x) − σ(x) = −tanh(x/2)` (the formulas of
+    /// [`Logit::inverse_backward`](Elementwise::inverse_backward)).
+    #[inline]
+    fn forward_backward(&self, _j: usize, x: F, y_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !x.is_finite() {
+            return F::nan();
+        }
+        y_bar * (sigmoid(x) * sigmoid(-x)) - w * fastmath::tanh(x * F::of(0.5))
+    }
     #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         let (y, l) = sigmoid_and_log_det(x);
@@ -402,6 +456,18 @@ impl<F: Float> Elementwise<F> for Logit {
             return F::nan();
         }
         x_bar * (sigmoid(y) * sigmoid(-y)) - w * fastmath::tanh(y * F::of(0.5))
+    }
+    /// `y = logit x`, log-det `−log x − log(1 − x)`: `dy/dx = 1/(x(1 − x))` and
+    /// `d(log-det)/dx = (2x − 1)/(x(1 − x))`, at `x` saturated into `(0, 1)` as `forward`
+    /// does; NaN outside `[0, 1]`.
+    #[inline]
+    fn forward_backward(&self, _j: usize, x: F, y_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !(x >= F::zero() && x <= F::one()) {
+            return F::nan();
+        }
+        let v = pick(x == F::zero(), smallest_positive(), x);
+        let v = pick(v == F::one(), largest_below_one(), v);
+        (y_bar + w * (v + v - F::one())) / (v * (F::one() - v))
     }
     #[inline(always)]
     fn forward(&self, _j: usize, y: F) -> (F, F) {
@@ -431,6 +497,20 @@ impl<F: Float> Elementwise<F> for Tanh {
         }
         let a = y.abs();
         (x_bar + w * (y + y)) / ((F::one() - a) * (F::one() + a))
+    }
+    /// `y = tanh x`, log-det `log(1 − tanh²x)`: `dy/dx = sech²x = 4e/(1 + e)²` with
+    /// `e = exp(−2|x|)`, `d(log-det)/dx = −2·tanh x` (the formulas of
+    /// [`Atanh::inverse_backward`](Elementwise::inverse_backward)).
+    #[inline]
+    fn forward_backward(&self, _j: usize, x: F, y_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !x.is_finite() {
+            return F::nan();
+        }
+        let two = F::one() + F::one();
+        let e = fastmath::exp(-two * x.abs());
+        let one_e = F::one() + e;
+        let sech2 = (two + two) * e / (one_e * one_e);
+        y_bar * sech2 - w * two * fastmath::tanh(x)
     }
     /// The value and the log-det share one exponential ([`fastmath::tanh_with_log_det`]).
     #[inline(always)]
@@ -462,6 +542,19 @@ impl<F: Float> Elementwise<F> for Atanh {
         let sech2 = (two + two) * e / (one_e * one_e);
         x_bar * sech2 - w * two * fastmath::tanh(y)
     }
+    /// `y = atanh x`, log-det `−log(1 − x²)`: `dy/dx = 1/(1 − x²)` and
+    /// `d(log-det)/dx = 2x/(1 − x²)`, with `1 − x² = (1 − |x|)(1 + |x|)`, at `x` saturated
+    /// into `(−1, 1)` as `forward` does; NaN outside `[−1, 1]`.
+    #[inline]
+    fn forward_backward(&self, _j: usize, x: F, y_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        let a = x.abs();
+        if a.is_nan() || a > F::one() {
+            return F::nan();
+        }
+        let v = pick(a == F::one(), largest_below_one::<F>().copysign(x), x);
+        let a = v.abs();
+        (y_bar + w * (v + v)) / ((F::one() - a) * (F::one() + a))
+    }
     #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         // ±1 saturate just inside (−1, 1); |x| > 1 (and NaN) is outside the domain.
@@ -490,6 +583,14 @@ impl<F: Float> Elementwise<F> for Softplus {
         }
         x_bar / -fastmath::exp_m1(-y) - w / fastmath::exp_m1(y)
     }
+    /// `y = softplus x`, log-det `log σ(x)`: `dy/dx = σ(x)`, `d(log-det)/dx = σ(−x)`.
+    #[inline]
+    fn forward_backward(&self, _j: usize, x: F, y_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !x.is_finite() {
+            return F::nan();
+        }
+        y_bar * sigmoid(x) + w * sigmoid(-x)
+    }
     /// `softplus(x)` and `softplus(−x)` share `log1p(exp(−|x|))`.
     #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -517,6 +618,15 @@ impl<F: Float> Elementwise<F> for Exp {
         }
         (x_bar - w) / y
     }
+    /// `y = exp x`, log-det `x`: `∂J/∂x = ȳ·exp x + w` (infinite where `exp x`
+    /// overflows, as the value itself does).
+    #[inline]
+    fn forward_backward(&self, _j: usize, x: F, y_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !x.is_finite() {
+            return F::nan();
+        }
+        y_bar * fastmath::exp(x) + w
+    }
     #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
         let y = fastmath::exp(x);
@@ -541,6 +651,16 @@ impl<F: Float> Elementwise<F> for Log {
             return F::nan();
         }
         x_bar * fastmath::exp(y) + w
+    }
+    /// `y = log x`, log-det `−log x`: `∂J/∂x = (ȳ − w)/x`, at `x = 0` saturated to the
+    /// least positive value as `forward` does; NaN below 0 and at `+∞`.
+    #[inline]
+    fn forward_backward(&self, _j: usize, x: F, y_bar: F, w: F, _param_grad: &mut [F]) -> F {
+        if !(x >= F::zero() && x < F::infinity()) {
+            return F::nan();
+        }
+        let v = pick(x == F::zero(), smallest_positive(), x);
+        (y_bar - w) / v
     }
     #[inline(always)]
     fn forward(&self, _j: usize, x: F) -> (F, F) {
@@ -568,6 +688,19 @@ impl<F: Float> Elementwise<F> for LeakyRelu<F> {
             x_bar / self.slope
         } else {
             x_bar
+        }
+    }
+    /// `y = slope·x` for `x < 0`, else `x`; the log-det is piecewise constant, so
+    /// `∂J/∂x = ȳ·slope` or `ȳ`.
+    #[inline]
+    fn forward_backward(&self, _j: usize, x: F, y_bar: F, _w: F, _param_grad: &mut [F]) -> F {
+        if !x.is_finite() {
+            return F::nan();
+        }
+        if x < F::zero() {
+            y_bar * self.slope
+        } else {
+            y_bar
         }
     }
     #[inline(always)]
@@ -1317,10 +1450,50 @@ mod tests {
 
     // ----- reverse mode -----------------------------------------------------------------
 
-    /// `J = x̄·x + w·log-det` of one coordinate's inverse.
-    fn objective(layer: &impl Elementwise<f64>, j: usize, y: f64, x_bar: f64, w: f64) -> f64 {
-        let (x, l) = layer.inverse(j, y);
-        x_bar * x + w * l
+    /// The direction a reverse-mode check goes through.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Dir {
+        /// `inverse` and `inverse_backward`.
+        Inverse,
+        /// `forward` and `forward_backward`.
+        Forward,
+    }
+
+    /// `(output, log-det)` of one coordinate's pass in `dir` at `v`.
+    fn pass(layer: &impl Elementwise<f64>, dir: Dir, j: usize, v: f64) -> (f64, f64) {
+        match dir {
+            Dir::Inverse => layer.inverse(j, v),
+            Dir::Forward => layer.forward(j, v),
+        }
+    }
+
+    /// The backward kernel of `dir`: `∂J/∂v` given `out_bar = ∂J/∂output`, adding `∂J/∂θ`.
+    fn pass_backward(
+        layer: &impl Elementwise<f64>,
+        dir: Dir,
+        j: usize,
+        v: f64,
+        out_bar: f64,
+        w: f64,
+        param_grad: &mut [f64],
+    ) -> f64 {
+        match dir {
+            Dir::Inverse => layer.inverse_backward(j, v, out_bar, w, param_grad),
+            Dir::Forward => layer.forward_backward(j, v, out_bar, w, param_grad),
+        }
+    }
+
+    /// `J = out_bar·output + w·log-det` of one coordinate's pass in `dir` at `v`.
+    fn objective(
+        layer: &impl Elementwise<f64>,
+        dir: Dir,
+        j: usize,
+        v: f64,
+        out_bar: f64,
+        w: f64,
+    ) -> f64 {
+        let (out, l) = pass(layer, dir, j, v);
+        out_bar * out + w * l
     }
 
     /// Central difference of `f` at `v` with step `h`, Richardson-extrapolated (error
@@ -1356,6 +1529,35 @@ mod tests {
         sample: impl Fn(&mut StdRng) -> f64,
         step: impl Fn(f64) -> f64,
     ) {
+        check_backward_in(Dir::Inverse, name, layer, dim, fields, seed, sample, step)
+    }
+
+    /// [`check_backward`] through `forward` and `forward_backward`: `sample` draws points
+    /// of the domain, `J = ȳ·y + w·log-det`.
+    fn check_forward_backward<L: Elementwise<f64> + ElementwiseParams<f64> + Clone>(
+        name: &str,
+        layer: &L,
+        dim: usize,
+        fields: &[(&str, Field<L>)],
+        seed: u64,
+        sample: impl Fn(&mut StdRng) -> f64,
+        step: impl Fn(f64) -> f64,
+    ) {
+        check_backward_in(Dir::Forward, name, layer, dim, fields, seed, sample, step)
+    }
+
+    /// [`check_backward`] in the direction `dir`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_backward_in<L: Elementwise<f64> + ElementwiseParams<f64> + Clone>(
+        dir: Dir,
+        name: &str,
+        layer: &L,
+        dim: usize,
+        fields: &[(&str, Field<L>)],
+        seed: u64,
+        sample: impl Fn(&mut StdRng) -> f64,
+        step: impl Fn(f64) -> f64,
+    ) {
         let mut rng = StdRng::seed_from_u64(seed);
         let p = layer.param_len();
         let mut probe = layer.clone();
@@ -1364,7 +1566,7 @@ mod tests {
         // `(∂J/∂y, ∂J/∂θ)` of the kernel from a zeroed gradient.
         let kernel = |j: usize, y: f64, xb: f64, w: f64| {
             let mut pg = vec![0.0; p];
-            let yb = layer.inverse_backward(j, y, xb, w, &mut pg);
+            let yb = pass_backward(layer, dir, j, y, xb, w, &mut pg);
             (yb, pg)
         };
         for _ in 0..200 {
@@ -1374,10 +1576,10 @@ mod tests {
             let (yb_x, pg_x) = kernel(j, y, 1.0, 0.0);
             let (yb_w, pg_w) = kernel(j, y, 0.0, 1.0);
             for (xb, w) in [(1.0, 0.0), (0.0, 1.0), (xb_r, w_r)] {
-                let ctx = format!("{name}: j = {j}, y = {y}, x̄ = {xb}, w = {w}");
+                let ctx = format!("{name} {dir:?}: j = {j}, at {y}, out̄ = {xb}, w = {w}");
                 // ∂J/∂y.
                 let (yb, _) = kernel(j, y, xb, w);
-                let fd = central_fd(|v| objective(layer, j, v, xb, w), y, step(y));
+                let fd = central_fd(|v| objective(layer, dir, j, v, xb, w), y, step(y));
                 let mag = xb.abs() * yb_x.abs() + w.abs() * yb_w.abs();
                 assert!(yb.is_finite(), "{ctx}: ∂J/∂y = {yb}");
                 assert!(
@@ -1387,7 +1589,8 @@ mod tests {
                 // ∂J/∂θ, added onto a non-zero gradient.
                 let before: Vec<f64> = (0..p).map(|k| 0.25 + k as f64).collect();
                 let mut pg = before.clone();
-                assert_eq!(layer.inverse_backward(j, y, xb, w, &mut pg), yb, "{ctx}");
+                let again = pass_backward(layer, dir, j, y, xb, w, &mut pg);
+                assert_eq!(again, yb, "{ctx}");
                 let mut offset = 0;
                 for ((fname, field), &n) in fields.iter().zip(&field_lens) {
                     for k in 0..n {
@@ -1397,7 +1600,7 @@ mod tests {
                         let fd = central_fd(
                             |t| {
                                 field(&mut l)[k] = t;
-                                objective(&l, j, y, xb, w)
+                                objective(&l, dir, j, y, xb, w)
                             },
                             theta,
                             1e-3,
@@ -1821,6 +2024,17 @@ mod tests {
     /// parameter (perturbed through `visit_params_mut`); parameter gradients accumulate
     /// over rows and onto what `param_grad` held.
     fn check_block<L: crate::layers::Layer<f64> + Clone>(name: &str, layer: &L, y: Array2<f64>) {
+        check_block_in(Dir::Inverse, name, layer, y)
+    }
+
+    /// [`check_block`] in the direction `dir` (`forward_block`, `forward_backward_block`
+    /// for [`Dir::Forward`], with `y` the forward's input).
+    fn check_block_in<L: crate::layers::Layer<f64> + Clone>(
+        dir: Dir,
+        name: &str,
+        layer: &L,
+        y: Array2<f64>,
+    ) {
         use crate::workspace::Workspace;
         let mut rng = StdRng::seed_from_u64(13);
         let (rows, cols) = y.dim();
@@ -1829,20 +2043,22 @@ mod tests {
         let objective = |l: &L, y: &Array2<f64>| {
             let mut x = y.clone();
             let mut ld = Array1::zeros(rows);
-            l.inverse_block(x.view_mut(), ld.view_mut(), &mut Workspace::default());
+            let ws = &mut Workspace::default();
+            match dir {
+                Dir::Inverse => l.inverse_block(x.view_mut(), ld.view_mut(), ws),
+                Dir::Forward => l.forward_block(x.view_mut(), ld.view_mut(), ws),
+            }
             (&x * &x_bar).sum() + ld.dot(&weight)
         };
         let p = layer.param_len();
         let before: Vec<f64> = (0..p).map(|k| 1.0 - k as f64).collect();
         let mut pg = before.clone();
         let mut grad = x_bar.clone();
-        layer.inverse_backward_block(
-            y.view(),
-            grad.view_mut(),
-            weight.view(),
-            &mut pg,
-            &mut Workspace::default(),
-        );
+        let (ws, w) = (&mut Workspace::default(), weight.view());
+        match dir {
+            Dir::Inverse => layer.inverse_backward_block(y.view(), grad.view_mut(), w, &mut pg, ws),
+            Dir::Forward => layer.forward_backward_block(y.view(), grad.view_mut(), w, &mut pg, ws),
+        }
         for r in 0..rows {
             for c in 0..cols {
                 let fd = central_fd(
@@ -1857,7 +2073,7 @@ mod tests {
                 let g = grad[[r, c]];
                 assert!(
                     (g - fd).abs() <= 1e-7 * (1.0 + g.abs()),
-                    "{name} ∂J/∂y[{r},{c}]"
+                    "{name} {dir:?} ∂J/∂v[{r},{c}]: {g} vs {fd}"
                 );
             }
         }
@@ -1895,7 +2111,7 @@ mod tests {
             let g = pg[k] - before[k];
             assert!(
                 (g - fd).abs() <= 1e-7 * (1.0 + g.abs()),
-                "{name} ∂J/∂θ[{k}]: {g} vs {fd}"
+                "{name} {dir:?} ∂J/∂θ[{k}]: {g} vs {fd}"
             );
         }
     }
@@ -1918,6 +2134,248 @@ mod tests {
         check_block("tanh", &Tanh, reals.mapv(f64::tanh));
         check_block("exp", &Exp, reals.mapv(f64::exp));
         check_block("leaky_relu", &leaky::<f64>(), reals);
+    }
+
+    #[test]
+    fn forward_backward_of_learnable_layers_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(21);
+        let affine_fields: [(&str, Field<Affine<f64>>); 2] = [
+            ("shift", |l| &mut l.shift),
+            ("log_scale", |l| &mut l.log_scale),
+        ];
+        let shift_fields: [(&str, Field<Shift<f64>>); 1] = [("shift", |l| &mut l.shift)];
+        let scale_fields: [(&str, Field<Scale<f64>>); 1] = [("log_scale", |l| &mut l.log_scale)];
+        for seed in 0..4 {
+            let layer = random_affine(&mut rng);
+            check_forward_backward("affine", &layer, 3, &affine_fields, seed, reals, real_step);
+            let layer = random_shift(&mut rng);
+            check_forward_backward("shift", &layer, 3, &shift_fields, seed, reals, real_step);
+            let layer = random_scale(&mut rng, 1.0);
+            check_forward_backward("scale", &layer, 3, &scale_fields, seed, reals, real_step);
+            let layer = random_scale(&mut rng, -1.0);
+            check_forward_backward("scale(−)", &layer, 3, &scale_fields, seed, reals, real_step);
+        }
+        let layer = Shift::<f64>::constant(3, 0.7);
+        check_forward_backward("shift(const)", &layer, 3, &[], 1, reals, real_step);
+        let layer = Scale::<f64>::constant(3, -2.5);
+        check_forward_backward("scale(const)", &layer, 3, &[], 2, reals, real_step);
+    }
+
+    #[test]
+    fn forward_backward_of_fixed_layers_matches_finite_differences() {
+        let wide = |r: &mut StdRng| r.random_range(-9.0..9.0);
+        check_forward_backward("sigmoid", &Sigmoid, 1, &[], 3, wide, real_step);
+        // (0, 1): x = σ(t), steps small against min(x, 1 − x).
+        check_forward_backward(
+            "logit",
+            &Logit,
+            1,
+            &[],
+            4,
+            |r| sigmoid(r.random_range(-9.0..9.0)),
+            |x| 1e-3 * x.min(1.0 - x),
+        );
+        check_forward_backward("tanh", &Tanh, 1, &[], 5, reals, real_step);
+        // (−1, 1): x = tanh t.
+        check_forward_backward(
+            "atanh",
+            &Atanh,
+            1,
+            &[],
+            6,
+            |r| r.random_range(-6.0f64..6.0).tanh(),
+            |x| 1e-3 * (1.0 - x.abs()),
+        );
+        check_forward_backward("softplus", &Softplus, 1, &[], 7, wide, real_step);
+        check_forward_backward("exp", &Exp, 1, &[], 8, reals, real_step);
+        // (0, ∞): x = e^t.
+        let pos = |r: &mut StdRng| r.random_range(-8.0f64..5.0).exp();
+        check_forward_backward("log", &Log, 1, &[], 9, pos, |x| 1e-3 * x);
+        check_forward_backward(
+            "leaky_relu",
+            &leaky::<f64>(),
+            1,
+            &[],
+            10,
+            |r| {
+                let a: f64 = r.random_range(0.05..5.0);
+                if r.random_range(0.0..1.0) < 0.5 {
+                    -a
+                } else {
+                    a
+                }
+            },
+            |x| 1e-3 * x.abs().min(1.0),
+        );
+    }
+
+    #[test]
+    fn forward_backward_known_values() {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-14 * (1.0 + b.abs());
+        let none: &mut [f64] = &mut [];
+        // Sigmoid at 0: dy/dx = ¼, d(ld)/dx = 0. Logit at ½: dy/dx = 4, d(ld)/dx = 0.
+        assert!(close(
+            Sigmoid.forward_backward(0, 0.0, 1.0, 7.0, none),
+            0.25
+        ));
+        assert!(close(Logit.forward_backward(0, 0.5, 1.0, 7.0, none), 4.0));
+        // Tanh and Atanh at 0: dy/dx = 1, d(ld)/dx = 0.
+        assert!(close(Tanh.forward_backward(0, 0.0, 1.0, 7.0, none), 1.0));
+        assert!(close(Atanh.forward_backward(0, 0.0, 1.0, 7.0, none), 1.0));
+        // Exp at 0: ȳ + w. Log at 2: (ȳ − w)/x.
+        assert!(close(Exp.forward_backward(0, 0.0, 3.0, 1.0, none), 4.0));
+        assert!(close(Log.forward_backward(0, 2.0, 3.0, 1.0, none), 1.0));
+        // Softplus at 0: dy/dx = ½, d(ld)/dx = ½.
+        assert!(close(
+            Softplus.forward_backward(0, 0.0, 1.0, 3.0, none),
+            2.0
+        ));
+        // Leaky ReLU: slope below 0, 1 from 0 on.
+        assert!(close(
+            leaky::<f64>().forward_backward(0, -1.0, 1.0, 7.0, none),
+            0.2
+        ));
+        assert_eq!(leaky::<f64>().forward_backward(0, 0.0, 1.0, 7.0, none), 1.0);
+        // Affine: layout [shift…, log_scale…]; y = x·e^s + t.
+        let a = affine::<f64>();
+        let mut g = [0.0; 4];
+        let xb = a.forward_backward(1, 2.0, 1.0, 1.0, &mut g);
+        let e = (-0.4f64).exp();
+        assert!(close(xb, e));
+        assert_eq!((g[0], g[2]), (0.0, 0.0));
+        assert!(close(g[1], 1.0) && close(g[3], 2.0 * e + 1.0), "{g:?}");
+    }
+
+    fn forward_backward_outside_domain_is_nan_in<F: Float>() {
+        fn rejected<F: Float, L: Elementwise<F> + ElementwiseParams<F>>(
+            name: &str,
+            layer: &L,
+            xs: &[f64],
+        ) {
+            for &x in xs {
+                let before: Vec<F> = (0..layer.param_len()).map(|k| F::of(k as f64)).collect();
+                let mut pg = before.clone();
+                let g = layer.forward_backward(0, F::of(x), F::one(), F::one(), &mut pg);
+                assert!(g.is_nan(), "{name} forward backward at {x} = {g}");
+                assert_eq!(pg, before, "{name} at {x}: param_grad touched");
+            }
+        }
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        let non_finite = [inf, -inf, nan];
+        rejected::<F, _>("affine", &affine::<F>(), &non_finite);
+        rejected::<F, _>("shift", &shift::<F>(), &non_finite);
+        rejected::<F, _>("scale", &scale::<F>(), &non_finite);
+        rejected::<F, _>("scale", &Scale::<F>::learnable(2), &non_finite);
+        rejected::<F, _>("sigmoid", &Sigmoid, &non_finite);
+        rejected::<F, _>("tanh", &Tanh, &non_finite);
+        rejected::<F, _>("softplus", &Softplus, &non_finite);
+        rejected::<F, _>("exp", &Exp, &non_finite);
+        rejected::<F, _>("leaky_relu", &leaky::<F>(), &non_finite);
+        rejected::<F, _>("logit", &Logit, &[-1e-30, -0.5, 1.5, inf, -inf, nan]);
+        rejected::<F, _>("atanh", &Atanh, &[1.5, -1.0 - 1e-6, inf, -inf, nan]);
+        rejected::<F, _>("log", &Log, &[-1e-30, -1.0, inf, -inf, nan]);
+    }
+
+    #[test]
+    fn forward_backward_outside_domain_is_nan_and_leaves_param_grad() {
+        forward_backward_outside_domain_is_nan_in::<f64>();
+        forward_backward_outside_domain_is_nan_in::<f32>();
+    }
+
+    #[test]
+    fn forward_backward_on_the_saturated_boundary_is_the_saturated_point() {
+        let none: &mut [f64] = &mut [];
+        let at = |l: &dyn Elementwise<f64>, x: f64| {
+            (
+                l.forward_backward(0, x, 0.7, -1.3, &mut []),
+                l.forward(0, x).0,
+            )
+        };
+        for (layer, edge, inside) in [
+            (&Logit as &dyn Elementwise<f64>, 0.0, smallest_positive()),
+            (&Logit, 1.0, largest_below_one()),
+            (&Atanh, 1.0, largest_below_one()),
+            (&Atanh, -1.0, -largest_below_one::<f64>()),
+            (&Log, 0.0, smallest_positive()),
+        ] {
+            let (g, y) = at(layer, edge);
+            assert!(!g.is_nan(), "at {edge}: {g}");
+            assert_eq!((g, y), at(layer, inside), "at {edge}");
+        }
+        // Tails of the real-line layers stay finite and accurate.
+        for x in [40.0f64, -40.0, 700.0] {
+            let g = Sigmoid.forward_backward(0, x, 1.0, 0.0, none);
+            let expected = (-x.abs()).exp();
+            assert!((g - expected).abs() <= 1e-13 * expected, "sigmoid at {x}");
+            let g = Tanh.forward_backward(0, x, 1.0, 0.0, none);
+            let expected = 4.0 * (-2.0 * x.abs()).exp();
+            assert!((g - expected).abs() <= 1e-13 * expected, "tanh at {x}");
+            assert_eq!(
+                Tanh.forward_backward(0, x, 0.0, 1.0, none),
+                -2.0 * x.signum()
+            );
+        }
+        assert_eq!(Softplus.forward_backward(0, -800.0f64, 1.0, 1.0, none), 1.0);
+    }
+
+    #[test]
+    fn f32_forward_backward_tracks_f64() {
+        fn compare(
+            name: &str,
+            l32: &(impl Elementwise<f32> + ElementwiseParams<f32>),
+            l64: &(impl Elementwise<f64> + ElementwiseParams<f64>),
+            xs: &[f64],
+        ) {
+            for &x in xs {
+                let x = x as f32;
+                for j in 0..2 {
+                    let mut p32 = vec![0.0f32; l32.param_len()];
+                    let mut p64 = vec![0.0f64; l64.param_len()];
+                    let g32 = l32.forward_backward(j, x, 0.7, -1.3, &mut p32) as f64;
+                    let g64 = l64.forward_backward(j, x as f64, 0.7, -1.3, &mut p64);
+                    assert!(
+                        (g32 - g64).abs() <= 1e-5 * (1.0 + g64.abs()),
+                        "{name} at {x}: {g32} vs {g64}"
+                    );
+                    for (a, b) in p32.iter().zip(&p64) {
+                        let a = *a as f64;
+                        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{name} at {x}");
+                    }
+                }
+            }
+        }
+        let reals = grid(-8.0, 8.0, 64);
+        compare("affine", &affine::<f32>(), &affine::<f64>(), &reals);
+        compare("shift", &shift::<f32>(), &shift::<f64>(), &reals);
+        compare("scale", &scale::<f32>(), &scale::<f64>(), &reals);
+        compare("sigmoid", &Sigmoid, &Sigmoid, &reals);
+        compare("tanh", &Tanh, &Tanh, &reals);
+        compare("softplus", &Softplus, &Softplus, &reals);
+        compare("exp", &Exp, &Exp, &reals);
+        compare("leaky_relu", &leaky::<f32>(), &leaky::<f64>(), &reals);
+        compare("logit", &Logit, &Logit, &grid(0.0, 1.0, 64));
+        compare("atanh", &Atanh, &Atanh, &grid(-1.0, 1.0, 64));
+        compare("log", &Log, &Log, &log_grid(1e-3, 1e3, 64));
+    }
+
+    #[test]
+    fn forward_block_backward_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(24);
+        let reals = Array2::from_shape_fn((5, 3), |_| rng.random_range(-3.0..3.0));
+        let fwd = Dir::Forward;
+        check_block_in(fwd, "affine", &random_affine(&mut rng), reals.clone());
+        check_block_in(fwd, "shift", &random_shift(&mut rng), reals.clone());
+        check_block_in(fwd, "scale", &random_scale(&mut rng, -1.0), reals.clone());
+        let constant = Scale::<f64>::constant(3, 0.5);
+        check_block_in(fwd, "scale(const)", &constant, reals.clone());
+        check_block_in(fwd, "sigmoid", &Sigmoid, reals.clone());
+        check_block_in(fwd, "logit", &Logit, reals.mapv(sigmoid));
+        check_block_in(fwd, "tanh", &Tanh, reals.clone());
+        check_block_in(fwd, "atanh", &Atanh, reals.mapv(f64::tanh));
+        check_block_in(fwd, "softplus", &Softplus, reals.clone());
+        check_block_in(fwd, "exp", &Exp, reals.clone());
+        check_block_in(fwd, "log", &Log, reals.mapv(f64::exp));
+        check_block_in(fwd, "leaky_relu", &leaky::<f64>(), reals);
     }
 
     // ----- the fused loop (`map_rows`) -------------------------------------------------

@@ -27,9 +27,10 @@
 //! result is then chosen: the spline inside, the identity outside.
 //!
 //! The kernels over one coordinate's slice ([`rq_forward`], [`rq_inverse`],
-//! [`rq_inverse_backward`]) compute the knots on the fly, with no memory beyond the stack
-//! (each softmax's exponentials once per call, in a stack buffer for `K ≤ 64`, reused by
-//! the backward); the layer [`Spline`] caches its knots and gives the same bits.
+//! [`rq_inverse_backward`], [`rq_forward_backward`]) compute the knots on the fly, with no
+//! memory beyond the stack (each softmax's exponentials once per call, in a stack buffer
+//! for `K ≤ 64`, reused by the backwards); the layer [`Spline`] caches its knots and gives
+//! the same bits.
 
 use crate::fastmath;
 use crate::float::Float;
@@ -332,45 +333,72 @@ fn bin_inverse<F: Float>(b: Bin<F>, y: F) -> (F, F) {
     (b.x0 + w * xi, -log_slope(s, den, m))
 }
 
-/// Reverse mode through [`bin_inverse`] for `J = x̄·x + ω·log(dx/dy)`: `(∂J/∂y, ∂J/∂bin)`.
-///
-/// With `Λ = log(dy/dx) = 2 log s + log M − 2 log D` and `φ(ξ) = (sξ² + δ_kθ)/D` (so
-/// `y = y_k + hφ`, `φ' = sM/D²`): `J_ξ = x̄·w − ω·Λ_ξ`, `∂ξ/∂y = 1/(hφ')`, and for a shape
-/// parameter `q ∈ {s, δ_k, δ_{k+1}}` at fixed `y`: `∂ξ/∂q = −φ_q/φ'`, so
-/// `J_q = −J_ξ·φ_q/φ' − ω·Λ_q`; then `s = h/w` gives `J_h = −J_ξ·φ/(hφ') + J_s/w` and
-/// `J_w = x̄·ξ − J_s·s/w`, and the knots `J_{x_k} = x̄ − J_w`, `J_{x_{k+1}} = J_w`,
-/// `J_{y_k} = −J_ξ/(hφ') − J_h`, `J_{y_{k+1}} = J_h`.
+/// The partial derivatives of a bin's map at `ξ` that both backward kernels use, with
+/// `φ(ξ) = (sξ² + δ_kθ)/D` (so `y = y_k + hφ`, `φ' = sM/D²`) and
+/// `Λ = log(dy/dx) = 2 log s + log M − 2 log D`; `_q` is `∂/∂q` at fixed `ξ` for the shape
+/// parameters `q ∈ {s, δ_k, δ_{k+1}}`.
+struct Partials<F> {
+    den: F,
+    m: F,
+    phi: F,
+    phi_s: F,
+    phi_d0: F,
+    phi_d1: F,
+    lam_xi: F,
+    lam_s: F,
+    lam_d0: F,
+    lam_d1: F,
+}
+
+/// [`Partials`] of bin `b` at `ξ`, with `s = h/w`.
 #[inline(always)]
-fn bin_inverse_backward<F: Float>(b: Bin<F>, y: F, x_bar: F, w: F) -> (F, BinGrad<F>) {
+fn partials<F: Float>(b: &Bin<F>, s: F, xi: F) -> Partials<F> {
     let one = F::one();
     let two = one + one;
-    let (wb, h) = (b.x1 - b.x0, b.y1 - b.y0);
-    let s = h / wb;
-    let xi = bin_inverse_xi(&b, h, s, y);
-    let (theta, den, m) = shape(&b, s, xi);
+    let (theta, den, m) = shape(b, s, xi);
     let t = b.d1 + b.d0 - (s + s);
     let phi = (s * xi * xi + b.d0 * theta) / den;
-    // φ' = s·M/D²; 1/(h·φ') = D²/(h·s·M).
-    let inv_phi_prime = den * den / (s * m);
-    let inv_h_phi_prime = inv_phi_prime / h;
     let one_m_xi = one - xi;
     let m_xi = two * (b.d1 * xi + s * (one - two * xi) - b.d0 * one_m_xi);
     let d_xi = t * (one - two * xi);
-    let lam_xi = m_xi / m - two * d_xi / den;
-    let lam_s = two / s + two * theta / m - two * (one - two * theta) / den;
-    let lam_d0 = one_m_xi * one_m_xi / m - two * theta / den;
-    let lam_d1 = xi * xi / m - two * theta / den;
-    let phi_s = (xi * xi - phi * (one - two * theta)) / den;
-    let phi_d0 = theta * (one - phi) / den;
-    let phi_d1 = -phi * theta / den;
+    Partials {
+        den,
+        m,
+        phi,
+        phi_s: (xi * xi - phi * (one - two * theta)) / den,
+        phi_d0: theta * (one - phi) / den,
+        phi_d1: -phi * theta / den,
+        lam_xi: m_xi / m - two * d_xi / den,
+        lam_s: two / s + two * theta / m - two * (one - two * theta) / den,
+        lam_d0: one_m_xi * one_m_xi / m - two * theta / den,
+        lam_d1: xi * xi / m - two * theta / den,
+    }
+}
+
+/// Reverse mode through [`bin_inverse`] for `J = x̄·x + ω·log(dx/dy)`: `(∂J/∂y, ∂J/∂bin)`.
+///
+/// With [`Partials`]: `J_ξ = x̄·w − ω·Λ_ξ`, `∂ξ/∂y = 1/(hφ')`, and for a shape parameter
+/// `q` at fixed `y`: `∂ξ/∂q = −φ_q/φ'`, so `J_q = −J_ξ·φ_q/φ' − ω·Λ_q`; then `s = h/w`
+/// gives `J_h = −J_ξ·φ/(hφ') + J_s/w` and `J_w = x̄·ξ − J_s·s/w`, and the knots
+/// `J_{x_k} = x̄ − J_w`, `J_{x_{k+1}} = J_w`, `J_{y_k} = −J_ξ/(hφ') − J_h`,
+/// `J_{y_{k+1}} = J_h`.
+#[inline(always)]
+fn bin_inverse_backward<F: Float>(b: Bin<F>, y: F, x_bar: F, w: F) -> (F, BinGrad<F>) {
+    let (wb, h) = (b.x1 - b.x0, b.y1 - b.y0);
+    let s = h / wb;
+    let xi = bin_inverse_xi(&b, h, s, y);
+    let p = partials(&b, s, xi);
+    // φ' = s·M/D²; 1/(h·φ') = D²/(h·s·M).
+    let inv_phi_prime = p.den * p.den / (s * p.m);
+    let inv_h_phi_prime = inv_phi_prime / h;
 
     // J = x̄·x − ω·Λ.
-    let j_xi = x_bar * wb - w * lam_xi;
+    let j_xi = x_bar * wb - w * p.lam_xi;
     let y_bar = j_xi * inv_h_phi_prime;
-    let j_s = -j_xi * phi_s * inv_phi_prime - w * lam_s;
-    let j_d0 = -j_xi * phi_d0 * inv_phi_prime - w * lam_d0;
-    let j_d1 = -j_xi * phi_d1 * inv_phi_prime - w * lam_d1;
-    let j_h = -j_xi * phi * inv_h_phi_prime + j_s / wb;
+    let j_s = -j_xi * p.phi_s * inv_phi_prime - w * p.lam_s;
+    let j_d0 = -j_xi * p.phi_d0 * inv_phi_prime - w * p.lam_d0;
+    let j_d1 = -j_xi * p.phi_d1 * inv_phi_prime - w * p.lam_d1;
+    let j_h = -j_xi * p.phi * inv_h_phi_prime + j_s / wb;
     let j_w = x_bar * xi - j_s * s / wb;
     let grad = BinGrad {
         x0: x_bar - j_w,
@@ -381,6 +409,40 @@ fn bin_inverse_backward<F: Float>(b: Bin<F>, y: F, x_bar: F, w: F) -> (F, BinGra
         d1: j_d1,
     };
     (y_bar, grad)
+}
+
+/// Reverse mode through [`bin_forward`] for `J = ȳ·y + ω·log(dy/dx)`: `(∂J/∂x, ∂J/∂bin)`.
+///
+/// With [`Partials`] and `ξ = (x − x_k)/w`: `J_ξ = ȳ·hφ' + ω·Λ_ξ`, `∂J/∂x = J_ξ/w`, and
+/// for a shape parameter `q` at fixed `ξ`: `J_q = ȳ·hφ_q + ω·Λ_q`; then `s = h/w` gives
+/// `J_h = ȳ·φ + J_s/w` and `J_w = −J_ξ·ξ/w − J_s·s/w`, and the knots
+/// `J_{x_k} = −J_ξ/w − J_w`, `J_{x_{k+1}} = J_w`, `J_{y_k} = ȳ − J_h`, `J_{y_{k+1}} = J_h`.
+#[inline(always)]
+fn bin_forward_backward<F: Float>(b: Bin<F>, x: F, y_bar: F, w: F) -> (F, BinGrad<F>) {
+    let (wb, h) = (b.x1 - b.x0, b.y1 - b.y0);
+    let s = h / wb;
+    let xi = clamp((x - b.x0) / wb, F::zero(), F::one());
+    let p = partials(&b, s, xi);
+    let phi_prime = s * p.m / (p.den * p.den);
+
+    // J = ȳ·y + ω·Λ.
+    let y_bar_h = y_bar * h;
+    let j_xi = y_bar_h * phi_prime + w * p.lam_xi;
+    let x_bar = j_xi / wb;
+    let j_s = y_bar_h * p.phi_s + w * p.lam_s;
+    let j_d0 = y_bar_h * p.phi_d0 + w * p.lam_d0;
+    let j_d1 = y_bar_h * p.phi_d1 + w * p.lam_d1;
+    let j_h = y_bar * p.phi + j_s / wb;
+    let j_w = -x_bar * xi - j_s * s / wb;
+    let grad = BinGrad {
+        x0: -x_bar - j_w,
+        x1: j_w,
+        y0: y_bar - j_h,
+        y1: j_h,
+        d0: j_d0,
+        d1: j_d1,
+    };
+    (x_bar, grad)
 }
 
 /// `v` inside `[−B, B]`, else the identity `(x, 0)` (also for NaN and ±∞).
@@ -473,36 +535,111 @@ fn inverse_backward_raw<F: Float>(
     with_softmax!(raw, |pw, ph| {
         let (i, bin) = find_bin(raw, bound, y, true, pw, ph);
         let (y_bar, g) = bin_inverse_backward(bin, y, x_bar, w);
-        // Knot i is learnt unless it is x_0 = −B; knot i + 1 unless it is x_K = B.
-        let (left, right) = (i >= 1, i + 1 < raw.widths.len());
-        let zero = F::zero();
-        let two_b = bound + bound;
-        let pick = |c: bool, v: F| if c { v } else { zero };
-        softmax_backward(
-            pw,
-            MIN_BIN_WIDTH,
-            i,
-            two_b * pick(left, g.x0),
-            two_b * pick(right, g.x1),
-            grad_widths,
-        );
-        softmax_backward(
-            ph,
-            MIN_BIN_HEIGHT,
-            i,
-            two_b * pick(left, g.y0),
-            two_b * pick(right, g.y1),
-            grad_heights,
-        );
-        let offset = F::of(DERIVATIVE_OFFSET);
-        if left {
-            grad_derivatives[i - 1] += g.d0 * sigmoid(raw.derivatives[i - 1] + offset);
-        }
-        if right {
-            grad_derivatives[i] += g.d1 * sigmoid(raw.derivatives[i] + offset);
-        }
+        let grads = (grad_widths, grad_heights, grad_derivatives);
+        bin_grad_to_raw(raw, bound, i, g, pw, ph, grads);
         y_bar
     })
+}
+
+/// Reverse mode through [`rq_forward`] at `x` for `J = y_bar·y + w·log|dy/dx|`: returns
+/// `∂J/∂x` and ADDS `∂J/∂raw` into `raw_grad` (same length and layout as `raw`), through
+/// the softmax and softplus normalisation. Outside `[−B, B]` it returns `y_bar` and adds
+/// nothing; for a non-finite `x` it returns NaN and adds nothing (the mirror of
+/// [`rq_inverse_backward`]).
+#[inline]
+pub fn rq_forward_backward<F: Float>(
+    raw: &[F],
+    bound: F,
+    x: F,
+    y_bar: F,
+    w: F,
+    raw_grad: &mut [F],
+) -> F {
+    assert_eq!(
+        raw.len(),
+        raw_grad.len(),
+        "spline: raw_grad has the wrong length"
+    );
+    let raw = Raw::split(raw);
+    let k = raw.widths.len();
+    let (gw, rest) = raw_grad.split_at_mut(k);
+    let (gh, gd) = rest.split_at_mut(k);
+    forward_backward_raw(raw, bound, x, y_bar, w, gw, gh, gd)
+}
+
+/// [`rq_forward_backward`] with the raw parameters and their gradients split by kind.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn forward_backward_raw<F: Float>(
+    raw: Raw<'_, F>,
+    bound: F,
+    x: F,
+    y_bar: F,
+    w: F,
+    grad_widths: &mut [F],
+    grad_heights: &mut [F],
+    grad_derivatives: &mut [F],
+) -> F {
+    if !x.is_finite() {
+        return F::nan();
+    }
+    if !(x >= -bound && x <= bound) {
+        return y_bar;
+    }
+    with_softmax!(raw, |pw, ph| {
+        let (i, bin) = find_bin(raw, bound, x, false, pw, ph);
+        let (x_bar, g) = bin_forward_backward(bin, x, y_bar, w);
+        let grads = (grad_widths, grad_heights, grad_derivatives);
+        bin_grad_to_raw(raw, bound, i, g, pw, ph, grads);
+        x_bar
+    })
+}
+
+/// The gradients of one coordinate's raw parameters, split by kind: widths, heights,
+/// derivatives.
+type RawGrad<'a, F> = (&'a mut [F], &'a mut [F], &'a mut [F]);
+
+/// Adds `∂J/∂raw` into `grads` given `g = ∂J/∂(bin i)`, the gradient of bin `i`'s knots
+/// and derivatives: through the cumulative softmax fractions (`pw`, `ph`) and the softplus
+/// of the derivatives. Knot `i` is learnt unless it is `x_0 = −B`, knot `i + 1` unless it is
+/// `x_K = B`, and the derivatives `δ_0 = δ_K = 1` are fixed.
+#[inline(always)]
+fn bin_grad_to_raw<F: Float>(
+    raw: Raw<'_, F>,
+    bound: F,
+    i: usize,
+    g: BinGrad<F>,
+    pw: impl Fn(usize) -> F,
+    ph: impl Fn(usize) -> F,
+    (grad_widths, grad_heights, grad_derivatives): RawGrad<'_, F>,
+) {
+    let (left, right) = (i >= 1, i + 1 < raw.widths.len());
+    let zero = F::zero();
+    let two_b = bound + bound;
+    let pick = |c: bool, v: F| if c { v } else { zero };
+    softmax_backward(
+        pw,
+        MIN_BIN_WIDTH,
+        i,
+        two_b * pick(left, g.x0),
+        two_b * pick(right, g.x1),
+        grad_widths,
+    );
+    softmax_backward(
+        ph,
+        MIN_BIN_HEIGHT,
+        i,
+        two_b * pick(left, g.y0),
+        two_b * pick(right, g.y1),
+        grad_heights,
+    );
+    let offset = F::of(DERIVATIVE_OFFSET);
+    if left {
+        grad_derivatives[i - 1] += g.d0 * sigmoid(raw.derivatives[i - 1] + offset);
+    }
+    if right {
+        grad_derivatives[i] += g.d1 * sigmoid(raw.derivatives[i] + offset);
+    }
 }
 
 /// Adds `∂J/∂raw` into `out` for fractions `f = min + (1 − K·min)·softmax(raw)` whose
@@ -609,6 +746,19 @@ impl<F: Float> Spline<F> {
         }
     }
 
+    /// Coordinate `j`'s rows of the `widths`, `heights` and `derivatives` gradients in the
+    /// flat layout of `param_grad`.
+    fn coordinate_grad<'a>(&self, j: usize, param_grad: &'a mut [F]) -> RawGrad<'a, F> {
+        let (d, k) = (self.dim, self.bins);
+        let (gw, rest) = param_grad.split_at_mut(d * k);
+        let (gh, gd) = rest.split_at_mut(d * k);
+        (
+            &mut gw[j * k..(j + 1) * k],
+            &mut gh[j * k..(j + 1) * k],
+            &mut gd[j * (k - 1)..(j + 1) * (k - 1)],
+        )
+    }
+
     /// Recomputes the cached knots from the raw parameters.
     fn refresh_knots(&mut self) {
         let n = self.bins + 1;
@@ -668,19 +818,15 @@ impl<F: Float> Elementwise<F> for Spline<F> {
     /// `widths`, `heights` and `derivatives` in the flat layout.
     #[inline]
     fn inverse_backward(&self, j: usize, y: F, x_bar: F, w: F, param_grad: &mut [F]) -> F {
-        let (d, k) = (self.dim, self.bins);
-        let (gw, rest) = param_grad.split_at_mut(d * k);
-        let (gh, gd) = rest.split_at_mut(d * k);
-        inverse_backward_raw(
-            self.raw(j),
-            F::of(self.bound),
-            y,
-            x_bar,
-            w,
-            &mut gw[j * k..(j + 1) * k],
-            &mut gh[j * k..(j + 1) * k],
-            &mut gd[j * (k - 1)..(j + 1) * (k - 1)],
-        )
+        let (gw, gh, gd) = self.coordinate_grad(j, param_grad);
+        inverse_backward_raw(self.raw(j), F::of(self.bound), y, x_bar, w, gw, gh, gd)
+    }
+    /// [`rq_forward_backward`] on coordinate `j`, its gradients added as for
+    /// [`Elementwise::inverse_backward`].
+    #[inline]
+    fn forward_backward(&self, j: usize, x: F, y_bar: F, w: F, param_grad: &mut [F]) -> F {
+        let (gw, gh, gd) = self.coordinate_grad(j, param_grad);
+        forward_backward_raw(self.raw(j), F::of(self.bound), x, y_bar, w, gw, gh, gd)
     }
 }
 
@@ -711,8 +857,8 @@ elementwise_layer!(Spline<F>, "spline");
 mod tests {
     use super::{
         DERIVATIVE_OFFSET, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, Raw, Spline,
-        bin_derivatives, derivative, for_each_bin, params_per_coordinate, rq_forward, rq_inverse,
-        rq_inverse_backward,
+        bin_derivatives, derivative, for_each_bin, params_per_coordinate, rq_forward,
+        rq_forward_backward, rq_inverse, rq_inverse_backward,
     };
     use crate::float::Float;
     use crate::layers::Elementwise;
@@ -740,6 +886,10 @@ mod tests {
         let mut sp = Spline::new(dim, bins, bound);
         sp.visit_params_mut(&mut |_, _, v| v.iter_mut().for_each(|x| *x = f64::standard_normal(r)));
         sp
+    }
+
+    fn bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
@@ -946,6 +1096,96 @@ mod tests {
         }
     }
 
+    /// `J(x, raw) = ȳ·y + w·log|dy/dx|` of the forward.
+    fn forward_objective(raw: &[f64], bound: f64, x: f64, y_bar: f64, w: f64) -> f64 {
+        let (y, l) = rq_forward(raw, bound, x);
+        y_bar * y + w * l
+    }
+
+    /// A point of `(−1.2B, 1.2B)` at least `4h` from every knot and from `±B` (so that a
+    /// central difference of step `h` stays in one bin).
+    fn point_off_the_knots(raw: &[f64], bound: f64, h: f64, r: &mut StdRng) -> f64 {
+        let mut knots = vec![-bound, bound];
+        for_each_bin(Raw::split(raw), bound, |_, b| knots.push(b.x1));
+        loop {
+            let x: f64 = r.random_range(-1.2 * bound..1.2 * bound);
+            if knots.iter().all(|k| (x - k).abs() > 4.0 * h) {
+                return x;
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_matches_finite_differences() {
+        let mut r = rng(25);
+        let h = 1e-6;
+        let bound = 2.5;
+        // Both sides of each stack-buffer size and above (the recomputing path).
+        for bins in [1, 2, 5, 8, 17, 65] {
+            for _ in 0..8 {
+                let mut raw = random_raw(bins, 1.0, &mut r);
+                for _ in 0..6 {
+                    let x = point_off_the_knots(&raw, bound, h, &mut r);
+                    let y_bar = f64::standard_normal(&mut r);
+                    let w = r.random_range(-2.0..2.0);
+                    let mut grad = vec![0.0; raw.len()];
+                    let x_bar = rq_forward_backward(&raw, bound, x, y_bar, w, &mut grad);
+                    let fd = (forward_objective(&raw, bound, x + h, y_bar, w)
+                        - forward_objective(&raw, bound, x - h, y_bar, w))
+                        / (2.0 * h);
+                    assert!(grad_close(x_bar, fd), "{bins} x={x}: {x_bar} vs {fd}");
+                    for p in 0..raw.len() {
+                        let v = raw[p];
+                        raw[p] = v + h;
+                        let up = forward_objective(&raw, bound, x, y_bar, w);
+                        raw[p] = v - h;
+                        let down = forward_objective(&raw, bound, x, y_bar, w);
+                        raw[p] = v;
+                        let fd = (up - down) / (2.0 * h);
+                        assert!(
+                            grad_close(grad[p], fd),
+                            "{bins} x={x} ∂J/∂raw[{p}]: {} vs {fd}",
+                            grad[p]
+                        );
+                    }
+                    if x.abs() > bound {
+                        assert_eq!(x_bar, y_bar);
+                        assert!(grad.iter().all(|&g| g == 0.0));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_adds_and_rejects_non_finite_input() {
+        let mut r = rng(26);
+        let raw = random_raw(5, 1.0, &mut r);
+        let mut fresh = vec![0.0; raw.len()];
+        let g = rq_forward_backward(&raw, 2.0, 0.3, 0.7, -1.1, &mut fresh);
+        let start: Vec<f64> = (0..raw.len()).map(|_| r.random_range(-3.0..3.0)).collect();
+        let mut acc = start.clone();
+        assert_eq!(rq_forward_backward(&raw, 2.0, 0.3, 0.7, -1.1, &mut acc), g);
+        for ((a, s), f) in acc.iter().zip(&start).zip(&fresh) {
+            assert!(close(*a, s + f, 1e-14));
+        }
+        assert!(fresh.iter().filter(|&&g| g != 0.0).count() > 3);
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut pg = start.clone();
+            assert!(rq_forward_backward(&raw, 2.0, bad, 1.0, 1.0, &mut pg).is_nan());
+            assert_eq!(pg, start);
+        }
+        // Extreme finite inputs (the bounds, the tails, huge values) stay finite.
+        for scale in [1.0, 1e2] {
+            let raw = random_raw(5, scale, &mut r);
+            for x in [-1e300, -2.0, -1.999_999, 0.0, 1.999_999, 2.0, 1e300] {
+                let mut pg = vec![0.0; raw.len()];
+                let g = rq_forward_backward(&raw, 2.0, x, 0.5, 1.0, &mut pg);
+                assert!(g.is_finite() && pg.iter().all(|v| v.is_finite()), "{x}");
+            }
+        }
+    }
+
     /// The knots `(x_k, y_k)`, `k = 0..=K`, computed independently of [`for_each_bin`]:
     /// each exponential recomputed where used, sums in order (the formula of the module
     /// docs, in the operation order the kernels promise).
@@ -1127,6 +1367,24 @@ mod tests {
                         (a.0.to_bits(), a.1.to_bits()),
                         (b.0.to_bits(), b.1.to_bits())
                     );
+                    // The layer's forward backward: the slice kernel's bits, at row j.
+                    let (y_bar, w) = (r.random_range(-1.0..1.0), r.random_range(-1.0..1.0));
+                    let mut pg = vec![0.0; sp.param_len()];
+                    let a = sp.forward_backward(j, v, y_bar, w, &mut pg);
+                    let mut raw_grad = vec![0.0; raw.len()];
+                    let b = rq_forward_backward(&raw, 2.0, v, y_bar, w, &mut raw_grad);
+                    assert_eq!(a.to_bits(), b.to_bits());
+                    let (k, m) = (bins, 4 * bins);
+                    let rows = [
+                        &pg[j * k..(j + 1) * k],
+                        &pg[m + j * k..m + (j + 1) * k],
+                        &pg[2 * m + j * (k - 1)..2 * m + (j + 1) * (k - 1)],
+                    ]
+                    .concat();
+                    assert_eq!(bits(&rows), bits(&raw_grad));
+                    assert_eq!(pg.iter().filter(|&&g| g != 0.0).count(), {
+                        raw_grad.iter().filter(|&&g| g != 0.0).count()
+                    });
                 }
             }
         }
@@ -1316,7 +1574,19 @@ mod tests {
 
     #[test]
     fn layer_backward_matches_finite_differences_and_adds() {
-        let mut r = rng(15);
+        check_layer_backward(true, 15);
+    }
+
+    #[test]
+    fn layer_forward_backward_matches_finite_differences_and_adds() {
+        check_layer_backward(false, 27);
+    }
+
+    /// `inverse_backward_block` (or `forward_backward_block` unless `inverse`) of the layer
+    /// against central differences of its block objective, at points inside and outside
+    /// `[−B, B]`, in the input and in every flat parameter; and it adds to `param_grad`.
+    fn check_layer_backward(inverse: bool, seed: u64) {
+        let mut r = rng(seed);
         let h = 1e-6;
         for bins in BINS {
             let mut sp = random_spline(3, bins, 1.5, &mut r);
@@ -1324,18 +1594,17 @@ mod tests {
             let x_bar = Array2::from_shape_simple_fn((6, 3), || f64::standard_normal(&mut r));
             let w = Array1::from_shape_simple_fn(6, || r.random_range(-2.0..2.0));
             let objective = |sp: &Spline<f64>, y: &Array2<f64>| {
-                let (x, ld) = block(sp, y, true);
+                let (x, ld) = block(sp, y, inverse);
                 (x * &x_bar).sum() + ld.dot(&w)
             };
             let run = |sp: &Spline<f64>, pg: &mut [f64]| {
                 let mut grad = x_bar.clone();
-                sp.inverse_backward_block(
-                    y.view(),
-                    grad.view_mut(),
-                    w.view(),
-                    pg,
-                    &mut Workspace::default(),
-                );
+                let (g, ws) = (grad.view_mut(), &mut Workspace::default());
+                if inverse {
+                    sp.inverse_backward_block(y.view(), g, w.view(), pg, ws);
+                } else {
+                    sp.forward_backward_block(y.view(), g, w.view(), pg, ws);
+                }
                 grad
             };
             let mut pg = vec![0.0; sp.param_len()];
@@ -1348,7 +1617,7 @@ mod tests {
                     let fd = (objective(&sp, &up) - objective(&sp, &down)) / (2.0 * h);
                     assert!(
                         grad_close(grad[[i, j]], fd),
-                        "{bins} ∂J/∂y: {} vs {fd}",
+                        "{bins} inverse {inverse} ∂J/∂v: {} vs {fd}",
                         grad[[i, j]]
                     );
                 }
