@@ -34,7 +34,7 @@ use rand::Rng;
 
 use crate::float::Float;
 use crate::layers::coupling::{affine_scale, affine_step, bounded_log_scale_slope, param_name};
-use crate::layers::spline::{rq_forward, rq_inverse, rq_inverse_backward};
+use crate::layers::spline::{rq_forward, rq_forward_backward, rq_inverse, rq_inverse_backward};
 use crate::layers::{CouplingTransform, Layer};
 use crate::made::{Made, Order};
 use crate::nets::{Activation, MlpTape};
@@ -126,36 +126,6 @@ fn step_backward<F: Float>(
             }
         }
     }
-}
-
-/// Reverse mode through [`rq_forward`] at `x` for `J = y_bar·y + w·log|dy/dx|`: returns
-/// `∂J/∂x` and ADDS `∂J/∂raw` into `raw_grad`, from two calls of the inverse's reverse mode
-/// at `y = rq_forward(x)` (a private stand-in: `spline.rs` exports no forward reverse mode).
-///
-/// With `g` the spline, `L = log g'` and the inverse's `J_inv = x̄·g⁻¹(y) + w'·(−L(g⁻¹(y)))`:
-/// at `(x̄, w') = (0, 1)` its `y`-derivative is `b = −L_x/g'`, so `∂J/∂x = y_bar·g' + w·L_x =
-/// g'·(y_bar − w·b)`; its `raw`-gradient is `−L_θ + L_x·g_θ/g'`. Adding the one at
-/// `(x̄, w') = (−∂J/∂x, −w − 1)` leaves `y_bar·g_θ + w·L_θ`, the gradient wanted. Outside
-/// `[−B, B]` both calls add nothing and `∂J/∂x = y_bar`; a non-finite `x` gives NaN.
-fn rq_forward_backward<F: Float>(
-    raw: &[F],
-    bound: F,
-    x: F,
-    y_bar: F,
-    w: F,
-    raw_grad: &mut [F],
-) -> F {
-    let (y, log_slope) = rq_forward(raw, bound, x);
-    // The spline maps [−B, B] onto itself: keep a rounded image on the spline side.
-    let y = if x >= -bound && x <= bound {
-        y.max(-bound).min(bound)
-    } else {
-        y
-    };
-    let b = rq_inverse_backward(raw, bound, y, F::zero(), F::one(), raw_grad);
-    let x_bar = log_slope.exp() * (y_bar - w * b);
-    rq_inverse_backward(raw, bound, y, -x_bar, -w - F::one(), raw_grad);
-    x_bar
 }
 
 /// Copies the rows of `x` into the row-major `dst`.
