@@ -19,6 +19,19 @@ pub struct Flow {
     pub layers: Vec<Layer>,
 }
 
+impl Flow {
+    /// The first layer without an analytic inverse (`planar`, `radial`), if any: such a
+    /// flow is forward-only, with no density at arbitrary points.
+    pub fn forward_only_layer(&self) -> Option<&Layer> {
+        self.layers.iter().find(|l| !l.kind.has_analytic_inverse())
+    }
+
+    /// Whether every layer has an analytic inverse, so the flow has a density anywhere.
+    pub fn has_density(&self) -> bool {
+        self.forward_only_layer().is_none()
+    }
+}
+
 /// The flow's dimension: a literal, or a const generic parameter of the item.
 #[derive(Debug, Clone)]
 pub enum Dim {
@@ -108,6 +121,10 @@ pub enum LayerKind {
     Autoregressive(AutoregressiveSpec),
     /// `actnorm`: a per-coordinate affine map initialised from the first batch of data.
     ActNorm,
+    /// `planar` (Rezende & Mohamed 2015): forward-only, no analytic inverse.
+    Planar,
+    /// `radial` (Rezende & Mohamed 2015): forward-only, no analytic inverse.
+    Radial,
 }
 
 /// A rational-quadratic spline's options: `bins` bins on `[−bound, bound]`.

@@ -356,6 +356,8 @@ impl Lowering<'_> {
             "autoregressive" => self.autoregressive(&args, span, false),
             "inverse_autoregressive" => self.autoregressive(&args, span, true),
             "actnorm" => Some(LayerKind::ActNorm),
+            "planar" => Some(LayerKind::Planar),
+            "radial" => Some(LayerKind::Radial),
             _ => unreachable!("every table entry is lowered"),
         };
         match kind {

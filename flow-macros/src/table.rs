@@ -153,6 +153,18 @@ pub const LAYERS: &[LayerEntry] = &[
         usage: &["actnorm"],
     },
     LayerEntry {
+        name: "planar",
+        options: &[],
+        positional: 0,
+        usage: &["planar"],
+    },
+    LayerEntry {
+        name: "radial",
+        options: &[],
+        positional: 0,
+        usage: &["radial"],
+    },
+    LayerEntry {
         name: "repeat",
         options: &[],
         positional: 1,
@@ -281,7 +293,16 @@ impl LayerKind {
             LayerKind::Autoregressive(spec) if spec.inverse => "inverse_autoregressive",
             LayerKind::Autoregressive(_) => "autoregressive",
             LayerKind::ActNorm => "actnorm",
+            LayerKind::Planar => "planar",
+            LayerKind::Radial => "radial",
         }
+    }
+
+    /// Whether the layer's inverse is analytic (exact and cheap), so that a flow made of
+    /// such layers has a density at any point. `planar` and `radial` are forward-only: a
+    /// flow containing them scores only its own draws (`sample_and_log_prob`).
+    pub fn has_analytic_inverse(&self) -> bool {
+        !matches!(self, LayerKind::Planar | LayerKind::Radial)
     }
 
     /// Whether the layer maps each coordinate on its own (and can be fused).
@@ -292,6 +313,8 @@ impl LayerKind {
                 | LayerKind::Coupling(_)
                 | LayerKind::Linear(..)
                 | LayerKind::Autoregressive(_)
+                | LayerKind::Planar
+                | LayerKind::Radial
         )
     }
 
@@ -336,7 +359,9 @@ impl LayerKind {
             LayerKind::Permute(_)
             | LayerKind::Coupling(_)
             | LayerKind::Linear(..)
-            | LayerKind::Autoregressive(_) => Real,
+            | LayerKind::Autoregressive(_)
+            | LayerKind::Planar
+            | LayerKind::Radial => Real,
         }
     }
 
@@ -361,6 +386,8 @@ impl LayerKind {
             LayerKind::Linear(LinearSpec::Orthogonal, _) => quote!(OrthogonalLinear<#float>),
             LayerKind::Autoregressive(_) => quote!(Autoregressive<#float>),
             LayerKind::ActNorm => quote!(ActNorm<#float>),
+            LayerKind::Planar => quote!(Planar<#float>),
+            LayerKind::Radial => quote!(Radial<#float>),
         };
         quote!(#rt::layers::#ty)
     }
@@ -418,6 +445,8 @@ impl LayerKind {
             }
             LayerKind::Autoregressive(spec) => autoregressive_constructor(&layers, dim, spec),
             LayerKind::ActNorm => quote!(#layers::ActNorm::new(#dim)),
+            LayerKind::Planar => quote!(#layers::Planar::new(#dim, rng)),
+            LayerKind::Radial => quote!(#layers::Radial::new(#dim, rng)),
         }
     }
 

@@ -209,6 +209,19 @@ pub trait Flow<F: Float>: Send + Sync {
     }
 }
 
+/// Marks a layer type whose inverse is analytic (exact and cheap): a flow made only of such
+/// layers implements [`Density`]. Every layer but the forward-only `planar` and `radial`
+/// has it. A forward-only flow's `log_prob`, `inverse`, `log_prob_point` and
+/// `inverse_point` require it of the forward-only layer's type, so calling one is a compile
+/// error that names the layer. (The lifetime lets the generated methods state the bound
+/// without it being checked where they are declared.)
+#[diagnostic::on_unimplemented(
+    message = "scoring arbitrary points needs an analytic inverse of every layer, and `{Self}` has none",
+    label = "this flow has a `{Self}` layer, which is forward-only",
+    note = "a flow with a `planar` or `radial` layer has no density at arbitrary points: `sample_and_log_prob` scores its own draws, and `fit_reverse_kl` trains it"
+)]
+pub trait AnalyticInverse<'a> {}
+
 /// A flow whose every layer has an analytic inverse, so it has a density at any point.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no tractable density at arbitrary points",

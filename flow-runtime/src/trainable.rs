@@ -14,6 +14,11 @@ use crate::workspace::Workspace;
 
 /// A flow whose parameters can be learned by maximum likelihood: gradients of weighted
 /// sums of log-densities with respect to every parameter and to the input rows.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be fitted to data by maximum likelihood: it has no density at arbitrary points",
+    label = "this flow has a forward-only layer (`planar` or `radial`)",
+    note = "train it by reverse KL against a target density: `fit_reverse_kl`"
+)]
 pub trait Trainable<F: Float>: Density<F> + Parameters<F> {
     /// The data-dependent initialisation: runs the inverse pass over the rows of `x` layer
     /// by layer from the data side, and gives each layer that waits for it

@@ -45,6 +45,9 @@ pub(super) fn parameters(flow: &Flow, names: &Names) -> TokenStream {
 
 /// `impl Trainable`.
 pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
+    if !flow.has_density() {
+        return quote!();
+    }
     let rt = runtime();
     let Names { ty, float, fields } = names;
     let generics = generics(flow);

@@ -3,7 +3,7 @@
 //! their nested kernels, so their log-dets add up in registers.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::Ident;
 
 use super::{Names, runtime};
@@ -133,6 +133,24 @@ pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
     let base = base_type(flow);
     let forward = block_body(flow, names, Direction::Forward);
     let inverse = block_body(flow, names, Direction::Inverse);
+    let density = if flow.has_density() {
+        quote! {
+        impl #impl_generics #rt::Density<#float> for #ty #ty_generics #where_clause {
+                #[allow(unused_variables)]
+                fn inverse_block(
+                    &self,
+                    mut x: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                    mut log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                    ws: &mut #rt::Workspace<#float>,
+                ) {
+                    use #rt::Layer as _;
+                    #inverse
+                }
+            }
+        }
+    } else {
+        quote!()
+    };
     quote! {
         impl #impl_generics #rt::Flow<#float> for #ty #ty_generics #where_clause {
             type Base = #base;
@@ -161,18 +179,7 @@ pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
             }
         }
 
-        impl #impl_generics #rt::Density<#float> for #ty #ty_generics #where_clause {
-            #[allow(unused_variables)]
-            fn inverse_block(
-                &self,
-                mut x: #rt::ndarray::ArrayViewMut2<'_, #float>,
-                mut log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
-                ws: &mut #rt::Workspace<#float>,
-            ) {
-                use #rt::Layer as _;
-                #inverse
-            }
-        }
+        #density
     }
 }
 
@@ -192,20 +199,9 @@ pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
         .unwrap_or(0);
     let scratch_len = proc_macro2::Literal::usize_unsuffixed(scratch_len);
     let forward = point_body(flow, names, Direction::Forward);
-    let inverse = point_body(flow, names, Direction::Inverse);
-    quote! {
-        impl #impl_generics #ty #ty_generics #where_clause {
-            /// Maps one base point to the data space: `(x, log|det ∂f/∂z|)`. No heap use.
-            #[allow(unused_mut, unused_variables)]
-            pub fn forward_point(&self, z: #point) -> (#point, #float) {
-                use #rt::Layer as _;
-                let mut x = z;
-                let mut scratch: [#float; #scratch_len] = [0.0; #scratch_len];
-                let mut log_det: #float = 0.0;
-                #forward
-                (x, log_det)
-            }
-
+    let inverse_methods = if flow.has_density() {
+        let inverse = point_body(flow, names, Direction::Inverse);
+        quote! {
             /// Maps one data point to the base: `(z, log|det ∂f⁻¹/∂x|)`. No heap use.
             #[allow(unused_mut, unused_variables)]
             pub fn inverse_point(&self, x: #point) -> (#point, #float) {
@@ -225,6 +221,24 @@ pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
                 let base = #rt::BaseDistribution::<#float>::log_prob_point(&self.base, &z);
                 ::core::result::Result::Ok(#rt::flow::finite_or_minus_infinity(base + log_det))
             }
+        }
+    } else {
+        forward_only_methods(flow, names, &point)
+    };
+    quote! {
+        impl #impl_generics #ty #ty_generics #where_clause {
+            /// Maps one base point to the data space: `(x, log|det ∂f/∂z|)`. No heap use.
+            #[allow(unused_mut, unused_variables)]
+            pub fn forward_point(&self, z: #point) -> (#point, #float) {
+                use #rt::Layer as _;
+                let mut x = z;
+                let mut scratch: [#float; #scratch_len] = [0.0; #scratch_len];
+                let mut log_det: #float = 0.0;
+                #forward
+                (x, log_det)
+            }
+
+            #inverse_methods
 
             /// One draw from the flow. No heap use.
             pub fn sample_point<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point {
@@ -238,6 +252,52 @@ pub(super) fn point_api(flow: &Flow, names: &Names) -> TokenStream {
             fn sample<R: #rt::rand::Rng + ?Sized>(&self, rng: &mut R) -> #point {
                 self.sample_point(rng)
             }
+        }
+    }
+}
+
+/// The scoring methods of a flow with a forward-only layer, as methods that no call can
+/// satisfy: each requires `AnalyticInverse` of that layer's type, which it lacks, so a call
+/// is a compile error at the call site whose message (the trait's `on_unimplemented`)
+/// names the layer. The bound is spanned on the user's layer token. The method's lifetime
+/// keeps the bound from being checked where the method is declared.
+fn forward_only_methods(flow: &Flow, names: &Names, point: &TokenStream) -> TokenStream {
+    let rt = runtime();
+    let float = &names.float;
+    let layer = flow
+        .forward_only_layer()
+        .expect("called for flows with a forward-only layer");
+    let layer_type = layer.kind.runtime_type(&rt, float);
+    let bound = quote_spanned!(layer.span=> #layer_type: #rt::flow::AnalyticInverse<'a>);
+    let never = quote!(::core::unreachable!("a forward-only layer has no AnalyticInverse"));
+    let result = quote!(::core::result::Result);
+    let array1 = quote!(#rt::ndarray::Array1<#float>);
+    let array2 = quote!(#rt::ndarray::Array2<#float>);
+    let view = quote!(#rt::ndarray::ArrayView2<'a, #float>);
+    quote! {
+        /// Not available: this flow has a layer without an analytic inverse, so it has no
+        /// density at arbitrary points. `sample_and_log_prob` scores the flow's own draws.
+        #[allow(unused_variables)]
+        pub fn log_prob<'a>(&self, x: #view) -> #result<#array1, #rt::FlowError> where #bound {
+            #never
+        }
+
+        /// Not available: see `log_prob`.
+        #[allow(unused_variables)]
+        pub fn inverse<'a>(&self, x: #view) -> #result<#array2, #rt::FlowError> where #bound {
+            #never
+        }
+
+        /// Not available: see `log_prob`.
+        #[allow(unused_variables)]
+        pub fn log_prob_point<'a>(&self, x: #point) -> #result<#float, #rt::FlowError> where #bound {
+            #never
+        }
+
+        /// Not available: see `log_prob`.
+        #[allow(unused_variables)]
+        pub fn inverse_point<'a>(&self, x: #point) -> (#point, #float) where #bound {
+            #never
         }
     }
 }

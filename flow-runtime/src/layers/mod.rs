@@ -33,6 +33,18 @@ pub use linear::{LuLinear, OrthogonalLinear};
 pub use permute::Permute;
 pub use spline::Spline;
 
+/// Every layer type with an analytic inverse (all but `Planar` and `Radial`).
+macro_rules! analytic_inverse {
+    ($($ty:ident $(<$f:ident>)?),* $(,)?) => {
+        $(impl<'a, $($f)?> crate::flow::AnalyticInverse<'a> for $ty $(<$f>)? {})*
+    };
+}
+analytic_inverse!(
+    Affine<F>, Shift<F>, Scale<F>, Sigmoid, Logit, Tanh, Atanh, Softplus, Exp, Log,
+    LeakyRelu<F>, Permute, Coupling<F>, Spline<F>, LuLinear<F>, OrthogonalLinear<F>,
+    Autoregressive<F>, ActNorm<F>,
+);
+
 /// A bijective layer of a flow.
 pub trait Layer<F: Float>: Send + Sync {
     /// The layer's kind as written in the DSL (`"affine"`, `"coupling"`, …).
