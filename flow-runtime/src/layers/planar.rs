@@ -135,16 +135,18 @@ fn norm_floor<F: Float>() -> F {
 
 /// The most iterations of the safeguarded Newton solve of [`Planar`]'s inverse. Newton
 /// converges quadratically almost everywhere and a rejected Newton step is a bisection, so
-/// the solve stops far earlier: at most 32 steps over 3·10⁵ random `f64` cases spanning
-/// `wᵀu ∈ (−10³, 10⁶)` and `|q|` from 1e−300 to 1e8 (in a replica of this code).
+/// the solve stops far earlier: at most 33 iterations over 3·10⁵ random `f64` cases
+/// spanning `wᵀu ∈ (−10³, 10⁶)` and `|q|` from 1e−300 to 1e8 (counted once, in a test
+/// build).
 const MAX_SOLVE_STEPS: usize = 100;
 
 /// The planar flow `x = z + û·tanh(wᵀz + b)` (Rezende & Mohamed 2015, eq. 10).
 ///
 /// Learnable tensors, in layout order: `u` `[D]`, `w` `[D]`, `b` `[1]`. The map uses
 /// `û = u + (m(wᵀu) − wᵀu)·w/‖w‖²` with `m(a) = −1 + softplus(a)` (the paper's appendix),
-/// so `wᵀû = m(wᵀu) > −1` and the map is invertible for every parameter value; `‖w‖²` is
-/// floored at `ε²` (see `norm_floor`), below which `wᵀû` stays above −1 too.
+/// so `wᵀû = m(wᵀu) > −1` (`≥ −1` once rounded, from `wᵀu ≈ −37` down in `f64`) and the
+/// map is invertible for every parameter value; `‖w‖²` is floored at `ε²` (see
+/// `norm_floor`), below which `wᵀû` stays above −1 too.
 ///
 /// Forward log-det `log(1 + wᵀû·tanh'(s))` at `s = wᵀz + b`, evaluated as
 /// `log(tanh²s + (1 + wᵀû)·sech²s)` (two non-negative terms, no cancellation when the
@@ -320,8 +322,8 @@ impl<F: Float> Planar<F> {
             .collect()
     }
 
-    /// `wᵀû`, from its formula: `m(wᵀu) = −1 + softplus(wᵀu) > −1` (unless `‖w‖²` is
-    /// below the floor).
+    /// `wᵀû ≥ −1`, from its formula: `m(wᵀu) = −1 + softplus(wᵀu)` (and its floored
+    /// variant when `‖w‖²` is below `ε²`).
     pub fn w_dot_u_hat(&self) -> F {
         self.reparam().kappa
     }
