@@ -20,6 +20,8 @@ pub mod coupling;
 pub mod elementwise;
 pub mod linear;
 pub mod permute;
+pub mod planar;
+pub mod radial;
 pub mod spline;
 
 pub use crate::made::Order;
@@ -31,6 +33,8 @@ pub use elementwise::{
 };
 pub use linear::{LuLinear, OrthogonalLinear};
 pub use permute::Permute;
+pub use planar::Planar;
+pub use radial::Radial;
 pub use spline::Spline;
 
 /// Every layer type with an analytic inverse (all but `Planar` and `Radial`).
