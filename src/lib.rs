@@ -27,8 +27,9 @@ pub use rand;
 
 /// What a user of flowgen needs in scope.
 pub mod prelude {
-    pub use crate::{Density, Flow, FlowError, Parameters, Support, Trainable, flow};
+    pub use crate::{Density, Flow, FlowError, Parameters, Support, Trainable, Variational, flow};
     pub use flow_runtime::train::{FitOptions, FitReport, OptimizerKind, Schedule, fit};
+    pub use flow_runtime::variational::{ReverseKlOptions, ReverseKlReport, fit_reverse_kl};
     pub use ndarray::{Array1, Array2, ArrayView2};
     pub use rand::SeedableRng;
 }

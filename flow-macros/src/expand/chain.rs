@@ -269,7 +269,9 @@ fn forward_only_methods(flow: &Flow, names: &Names, point: &TokenStream) -> Toke
         .expect("called for flows with a forward-only layer");
     let layer_type = layer.kind.runtime_type(&rt, float);
     let bound = quote_spanned!(layer.span=> #layer_type: #rt::flow::AnalyticInverse<'a>);
-    let never = quote!(::core::unreachable!("a forward-only layer has no AnalyticInverse"));
+    let never = quote!(::core::unreachable!(
+        "a forward-only layer has no AnalyticInverse"
+    ));
     let result = quote!(::core::result::Result);
     let array1 = quote!(#rt::ndarray::Array1<#float>);
     let array2 = quote!(#rt::ndarray::Array2<#float>);

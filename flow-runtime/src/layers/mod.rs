@@ -44,9 +44,24 @@ macro_rules! analytic_inverse {
     };
 }
 analytic_inverse!(
-    Affine<F>, Shift<F>, Scale<F>, Sigmoid, Logit, Tanh, Atanh, Softplus, Exp, Log,
-    LeakyRelu<F>, Permute, Coupling<F>, Spline<F>, LuLinear<F>, OrthogonalLinear<F>,
-    Autoregressive<F>, ActNorm<F>,
+    Affine<F>,
+    Shift<F>,
+    Scale<F>,
+    Sigmoid,
+    Logit,
+    Tanh,
+    Atanh,
+    Softplus,
+    Exp,
+    Log,
+    LeakyRelu<F>,
+    Permute,
+    Coupling<F>,
+    Spline<F>,
+    LuLinear<F>,
+    OrthogonalLinear<F>,
+    Autoregressive<F>,
+    ActNorm<F>,
 );
 
 /// A bijective layer of a flow.

@@ -260,24 +260,19 @@ fn solve_hinge<F: Float>(q: F, k: &Reparam<F>) -> F {
 }
 
 impl<F: Float> Planar<F> {
-    /// A random start on `dim` coordinates: `w` drawn from `N(0, 0.1²)` per coordinate,
-    /// `u = 0`, `b = 0`.
-    ///
-    /// This is not the identity: with `u = 0` the reparametrisation gives
-    /// `û = (ln 2 − 1)·w/‖w‖²`, so `wᵀû = ln 2 − 1 ≈ −0.307`. Near the hyperplane
-    /// `wᵀz = 0` the map contracts the direction `w/‖w‖` by the factor `ln 2` (log-det
-    /// `ln ln 2 ≈ −0.367` at `wᵀz = 0`) and leaves its orthogonal complement alone; far from
-    /// it (`|wᵀz| ≫ 1`) it is a shift by `±û`, of length `(1 − ln 2)/‖w‖`. (Setting
-    /// `u = ln(e − 1)·w/‖w‖²` instead would make `û = 0`, the exact identity.)
+    /// The identity on `dim` coordinates, with a random direction: `w` drawn from
+    /// `N(0, 0.1²)` per coordinate, `b = 0`, and `u = ln(e − 1)·w/‖w‖²`, where the
+    /// reparametrisation gives `û = 0` (`m(wᵀu) = −1 + softplus(ln(e − 1)) = 0 = wᵀu − wᵀu`
+    /// removes all of `u` along `w`). Every parameter's gradient through `û` is then
+    /// non-zero, so training moves away from the identity at the first step.
     pub fn new<R: Rng + ?Sized>(dim: usize, rng: &mut R) -> Self {
-        let w = (0..dim)
+        let w: Vec<F> = (0..dim)
             .map(|_| F::of(0.1) * F::standard_normal(rng))
             .collect();
-        Self {
-            u: vec![F::zero(); dim],
-            w,
-            b: F::zero(),
-        }
+        let norm2: F = w.iter().map(|&v| v * v).sum();
+        let c = F::of((std::f64::consts::E - 1.0).ln());
+        let u = w.iter().map(|&v| c * v / norm2).collect();
+        Self { u, w, b: F::zero() }
     }
 
     /// From the raw parameters. Panics unless `u` and `w` have the same length.
@@ -1195,15 +1190,20 @@ mod tests {
     }
 
     #[test]
-    fn new_is_the_documented_start() {
+    fn new_is_the_identity() {
         let mut r = rng(10);
         let l = Planar::<f64>::new(5, &mut r);
-        assert!(l.u().iter().all(|&u| u == 0.0) && l.b() == 0.0);
+        assert!(l.b() == 0.0);
         assert!(l.w().iter().all(|&w| w != 0.0 && w.abs() < 0.6));
-        assert!(close(l.w_dot_u_hat(), 2f64.ln() - 1.0, 1e-15));
-        // Log-det ln ln 2 on the hyperplane wᵀz = 0.
-        let (_, ld) = point_forward(&l, &[0.0; 5]);
-        assert!(close(ld, 2f64.ln().ln(), 1e-15), "{ld}");
+        assert!(l.w_dot_u_hat().abs() < 1e-12, "{}", l.w_dot_u_hat());
+        let z = [0.3, -1.2, 2.0, 0.0, 0.7];
+        let mut x = z;
+        let ld = l.forward_point(&mut x, &mut []);
+        assert!(ld.abs() < 1e-12, "{ld}");
+        assert!(
+            x.iter().zip(&z).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{x:?}"
+        );
         assert_eq!(l.param_len(), 11);
         let mut names = Vec::new();
         l.visit_params(&mut |name, shape, v| {
