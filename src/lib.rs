@@ -19,8 +19,9 @@
 pub use flow_macros::flow;
 pub use flow_runtime::{
     BaseDistribution, Density, DiagonalNormal, Elementwise, Float, Flow, FlowError, Layer,
-    Logistic, Parameters, StandardNormal, StandardUniform, StudentT, Support, Trainable, Workspace,
-    base, io, layers, made, nets, reference, testing, train, trainable,
+    Logistic, Parameters, StandardNormal, StandardUniform, StudentT, Support, Trainable,
+    Variational, Workspace, base, io, layers, made, nets, reference, testing, train, trainable,
+    variational,
 };
 pub use ndarray;
 pub use rand;
