@@ -8,7 +8,11 @@ use rand::Rng;
 
 use crate::float::Float;
 use crate::layers::Layer;
-use crate::layers::spline::{params_per_coordinate, rq_forward, rq_inverse, rq_inverse_backward};
+use crate::layers::elementwise::{sigmoid, softplus};
+use crate::layers::spline::{
+    DERIVATIVE_OFFSET, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, params_per_coordinate,
+    rq_forward, rq_inverse, rq_inverse_backward,
+};
 pub use crate::nets::Activation;
 use crate::nets::{Mlp, MlpTape};
 use crate::workspace::Workspace;
@@ -445,12 +449,15 @@ impl<F: Float> Coupling<F> {
         }
     }
 
-    /// Reverse mode through [`Coupling::block`] in the inverse direction (see
-    /// [`Layer::inverse_backward_block`]). Workspace buffers: 0 the kept columns of `y`
-    /// (the conditioner's input), 1 and 2 the conditioner's tape (pre-activations and
-    /// activations of its hidden layers), 3 its outputs and then (affine, additive) their
-    /// gradients, 4 the conditioner's backward scratch, 5 the gradient of its input, 6
-    /// (spline only) the gradients of its outputs.
+    /// Reverse mode through [`Coupling::block`] towards the base when `inverse` (see
+    /// [`Layer::inverse_backward_block`]; `y` is the inverse's input), else towards the
+    /// data (see [`Layer::forward_backward_block`]; `y` is the forward's input). The kept
+    /// columns are the same on both sides, so either way it is one conditioner pass and
+    /// its backward. Workspace buffers: 0 the kept columns of `y` (the conditioner's
+    /// input), 1 and 2 the conditioner's tape (pre-activations and activations of its
+    /// hidden layers), 3 its outputs and then (affine, additive) their gradients, 4 the
+    /// conditioner's backward scratch, 5 the gradient of its input, 6 (spline only) the
+    /// gradients of its outputs.
     fn backward(
         &self,
         y: ArrayView2<'_, F>,
@@ -458,6 +465,7 @@ impl<F: Float> Coupling<F> {
         weight: ArrayView1<'_, F>,
         param_grad: &mut [F],
         ws: &mut Workspace<F>,
+        inverse: bool,
     ) {
         let rows = y.nrows();
         assert_eq!(
@@ -502,7 +510,9 @@ impl<F: Float> Coupling<F> {
             &mut tape,
         );
 
-        // ∂J/∂(conditioner outputs) into `out`, ∂J/∂y of the transformed columns in `grad`.
+        // ∂J/∂(conditioner outputs) into `out`, ∂J/∂y of the transformed columns in `grad`
+        // (the comments name the inverse's variables, `y → x`; towards the data it is
+        // `y → (the forward's output)`).
         let rows_iter = y
             .rows()
             .into_iter()
@@ -511,10 +521,25 @@ impl<F: Float> Coupling<F> {
             .zip(out.chunks_exact_mut(n_out));
         match self.transform {
             CouplingTransform::Additive => {
-                // x = y − t: ∂J/∂y = x̄, ∂J/∂t = −x̄.
+                // x = y − t: ∂J/∂y = x̄, ∂J/∂t = −x̄ (towards the data, y + t: ∂J/∂t = x̄).
                 for (((_, g), _), o) in rows_iter {
                     for (&c, t_bar) in self.transformed.iter().zip(o) {
-                        *t_bar = -g[c];
+                        *t_bar = if inverse { -g[c] } else { g[c] };
+                    }
+                }
+            }
+            CouplingTransform::Affine if !inverse => {
+                // Towards the data u = (y − t)·e^{−s}, log-det −Σ s: ∂J/∂y = ū·e^{−s},
+                // ∂J/∂t = −ū·e^{−s}, ∂J/∂s = −(ū·u + w), ∂J/∂raw = ∂J/∂s / (1 + |raw|/C)².
+                for (((y_row, mut g), &w), o) in rows_iter {
+                    let (shift, raw) = o.split_at_mut(m);
+                    for ((&c, t), r) in self.transformed.iter().zip(shift).zip(raw) {
+                        let e = affine_scale(false, *r);
+                        let u_bar = g[c];
+                        let u = affine_apply(false, y_row[c], *t, e);
+                        g[c] = u_bar * e;
+                        *t = -g[c];
+                        *r = -(u_bar * u + w) * bounded_log_scale_slope(*r);
                     }
                 }
             }
@@ -544,7 +569,11 @@ impl<F: Float> Coupling<F> {
                 {
                     let params = self.transformed.iter().zip(o.chunks_exact(p));
                     for ((&c, raw), raw_grad) in params.zip(og.chunks_exact_mut(p)) {
-                        g[c] = rq_inverse_backward(raw, bound, y_row[c], g[c], w, raw_grad);
+                        g[c] = if inverse {
+                            rq_inverse_backward(raw, bound, y_row[c], g[c], w, raw_grad)
+                        } else {
+                            rq_forward_backward(raw, bound, y_row[c], g[c], w, raw_grad)
+                        };
                     }
                 }
             }
@@ -691,6 +720,158 @@ impl<F: Float> Coupling<F> {
     }
 }
 
+/// Reverse mode through [`rq_forward`] at `z` for `J = x_bar·x + w·log|dx/dz|`: returns
+/// `∂J/∂z` and ADDS `∂J/∂raw` into `raw_grad` (same length and layout as `raw`), through
+/// the softmax and softplus normalisation. Outside `[−B, B]` (NaN and ±∞ included, which
+/// [`rq_forward`] passes through) it returns `x_bar` and adds nothing.
+///
+/// TEMPORARY: a private copy of the normalisation of [`crate::layers::spline`] (knots from
+/// the softmax fractions, derivatives from softplus, its module docs), to be replaced by a
+/// forward backward kernel next to [`rq_inverse_backward`]. Each exponential of the
+/// softmax is recomputed where it is used: no memory beyond a few scalars.
+///
+/// In bin `k` (`y = y_k + h·φ(ξ)`, `φ = (sξ² + δ_kθ)/D`, `ξ = (z − x_k)/w`, `s = h/w`,
+/// `Λ = log(dy/dz) = 2 log s + log M − 2 log D`): for `q ∈ {ξ, s, δ_k, δ_{k+1}}`
+/// `J_q = x̄·h·φ_q + ω·Λ_q`, so `∂J/∂z = J_ξ/w`; then `J_h = x̄·φ + J_s/w`,
+/// `J_w = −(J_s·s + J_ξ·ξ)/w`, and the knots `J_{x_k} = −J_w − J_ξ/w`, `J_{x_{k+1}} = J_w`,
+/// `J_{y_k} = x̄ − J_h`, `J_{y_{k+1}} = J_h`.
+fn rq_forward_backward<F: Float>(
+    raw: &[F],
+    bound: F,
+    z: F,
+    x_bar: F,
+    w: F,
+    raw_grad: &mut [F],
+) -> F {
+    let len = raw.len();
+    assert!(
+        len >= 2 && (len + 1).is_multiple_of(3),
+        "spline: {len} raw parameters per coordinate, expected 3·bins − 1"
+    );
+    assert_eq!(len, raw_grad.len(), "spline: raw_grad has the wrong length");
+    if !(z >= -bound && z <= bound) {
+        return x_bar;
+    }
+    let k = (len + 1) / 3;
+    let (widths, rest) = raw.split_at(k);
+    let (heights, derivatives) = rest.split_at(k);
+    let (gw, rest) = raw_grad.split_at_mut(k);
+    let (gh, gd) = rest.split_at_mut(k);
+    let softmax = |r: &[F]| {
+        let max = r.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
+        let sum = r
+            .iter()
+            .fold(F::zero(), |acc, &v| acc + crate::fastmath::exp(v - max));
+        (max, F::one() / sum)
+    };
+    let (max_w, inv_w) = softmax(widths);
+    let (max_h, inv_h) = softmax(heights);
+    let pw = |i: usize| crate::fastmath::exp(widths[i] - max_w) * inv_w;
+    let ph = |i: usize| crate::fastmath::exp(heights[i] - max_h) * inv_h;
+
+    // The bin whose left knot is the last at or below z (as the spline's bin search).
+    let (min_w, min_h) = (F::of(MIN_BIN_WIDTH), F::of(MIN_BIN_HEIGHT));
+    let scale_w = F::one() - F::of(k as f64) * min_w;
+    let scale_h = F::one() - F::of(k as f64) * min_h;
+    let two_b = bound + bound;
+    let (mut cum_w, mut cum_h) = (F::zero(), F::zero());
+    let (mut x0, mut y0) = (-bound, -bound);
+    let mut bin = (0, x0, x0, y0, y0);
+    for i in 0..k {
+        cum_w += min_w + scale_w * pw(i);
+        cum_h += min_h + scale_h * ph(i);
+        let last = i + 1 == k;
+        let x1 = if last { bound } else { -bound + two_b * cum_w };
+        let y1 = if last { bound } else { -bound + two_b * cum_h };
+        if i == 0 || z >= x0 {
+            bin = (i, x0, x1, y0, y1);
+        }
+        (x0, y0) = (x1, y1);
+    }
+    let (i, x0, x1, y0, y1) = bin;
+    let offset = F::of(DERIVATIVE_OFFSET);
+    let delta = |r: F| F::of(MIN_DERIVATIVE) + softplus(r + offset);
+    let (left, right) = (i >= 1, i + 1 < k);
+    let d0 = if left {
+        delta(derivatives[i - 1])
+    } else {
+        F::one()
+    };
+    let d1 = if right {
+        delta(derivatives[i])
+    } else {
+        F::one()
+    };
+
+    let one = F::one();
+    let two = one + one;
+    let (wb, h) = (x1 - x0, y1 - y0);
+    let s = h / wb;
+    let xi = ((z - x0) / wb).max(F::zero()).min(one);
+    let theta = xi * (one - xi);
+    let t = d1 + d0 - (s + s);
+    let den = s + t * theta;
+    let one_m_xi = one - xi;
+    let m = d1 * xi * xi + (s + s) * theta + d0 * one_m_xi * one_m_xi;
+    let phi = (s * xi * xi + d0 * theta) / den;
+    let phi_xi = s * m / (den * den);
+    let phi_s = (xi * xi - phi * (one - two * theta)) / den;
+    let phi_d0 = theta * (one - phi) / den;
+    let phi_d1 = -phi * theta / den;
+    let m_xi = two * (d1 * xi + s * (one - two * xi) - d0 * one_m_xi);
+    let lam_xi = m_xi / m - two * t * (one - two * xi) / den;
+    let lam_s = two / s + two * theta / m - two * (one - two * theta) / den;
+    let lam_d0 = one_m_xi * one_m_xi / m - two * theta / den;
+    let lam_d1 = xi * xi / m - two * theta / den;
+
+    let xh = x_bar * h;
+    let j_xi = xh * phi_xi + w * lam_xi;
+    let z_bar = j_xi / wb;
+    let j_s = xh * phi_s + w * lam_s;
+    let j_d0 = xh * phi_d0 + w * lam_d0;
+    let j_d1 = xh * phi_d1 + w * lam_d1;
+    let j_h = x_bar * phi + j_s / wb;
+    let j_w = -(j_s * s + j_xi * xi) / wb;
+    // Knot i is learnt unless it is x_0 = −B; knot i + 1 unless it is x_K = B.
+    let pick = |c: bool, v: F| if c { v } else { F::zero() };
+    let (g_x0, g_x1) = (pick(left, -j_w - z_bar), pick(right, j_w));
+    let (g_y0, g_y1) = (pick(left, x_bar - j_h), pick(right, j_h));
+    softmax_fraction_backward(pw, scale_w, i, two_b * g_x0, two_b * g_x1, gw);
+    softmax_fraction_backward(ph, scale_h, i, two_b * g_y0, two_b * g_y1, gh);
+    if left {
+        gd[i - 1] += j_d0 * sigmoid(derivatives[i - 1] + offset);
+    }
+    if right {
+        gd[i] += j_d1 * sigmoid(derivatives[i] + offset);
+    }
+    z_bar
+}
+
+/// Adds `∂J/∂raw` into `out` for fractions `f = min + scale·softmax(raw)` (probabilities
+/// `p`) whose cumulative sums place the knots of bin `bin`: `∂J/∂f_i = g_lo·[i < bin] +
+/// g_hi·[i ≤ bin]`, then `∂J/∂raw_i = scale·p_i·(∂J/∂f_i − Σ_j p_j·∂J/∂f_j)`.
+fn softmax_fraction_backward<F: Float>(
+    p: impl Fn(usize) -> F,
+    scale: F,
+    bin: usize,
+    g_lo: F,
+    g_hi: F,
+    out: &mut [F],
+) {
+    let g = |i: usize| {
+        let lo = if i < bin { g_lo } else { F::zero() };
+        let hi = if i <= bin { g_hi } else { F::zero() };
+        lo + hi
+    };
+    let mut dot = F::zero();
+    for i in 0..out.len() {
+        dot += p(i) * g(i);
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o += scale * p(i) * (g(i) - dot);
+    }
+}
+
 /// Transformed coordinates whose conditioner outputs the point kernel computes per pass
 /// (a stack buffer of twice this many values: shifts and log-scales).
 const POINT_CHUNK: usize = 32;
@@ -707,7 +888,21 @@ impl<F: Float> Layer<F> for Coupling<F> {
         param_grad: &mut [F],
         ws: &mut Workspace<F>,
     ) {
-        self.backward(y, grad, weight, param_grad, ws);
+        self.backward(y, grad, weight, param_grad, ws, true);
+    }
+    /// Recomputes the conditioner from the kept columns of `z` (the same in the forward's
+    /// output), then backpropagates through the transform towards the data and the
+    /// conditioner, as [`Layer::inverse_backward_block`] does. Allocates nothing once the
+    /// workspace has grown.
+    fn forward_backward_block(
+        &self,
+        z: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        self.backward(z, grad, weight, param_grad, ws, false);
     }
     /// Every weight and bias of the conditioner.
     fn param_len(&self) -> usize {
@@ -1819,6 +2014,357 @@ mod tests {
         }
         for (a, b) in pg32.iter().zip(&param_grad) {
             assert!(close(*a as f64, *b, 1e-3), "{a} vs {b}");
+        }
+    }
+
+    // ---- reverse mode towards the data ------------------------------------------------
+
+    const EXPLICIT_3: [bool; 3] = [false, true, true];
+
+    /// Every mask (dims 2, 3 and 5), transform, activation and hidden shape of the
+    /// forward checks.
+    fn forward_backward_configs() -> Vec<Config> {
+        let mut out = Vec::new();
+        for dim in [2, 3, 5] {
+            let dim_masks = if dim == 3 {
+                let mut m = masks(2);
+                m[4] = Mask::Explicit(&EXPLICIT_3);
+                m
+            } else {
+                masks(dim)
+            };
+            for mask in dim_masks {
+                for transform in TRANSFORMS {
+                    for activation in ACTIVATIONS {
+                        for hidden in BACKWARD_HIDDEN {
+                            out.push((dim, mask, transform, activation, hidden));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `J(z) = Σ_i ⟨x̄_i, x_i(z)⟩ + w_i·ld_i(z)` through `forward_block`.
+    fn forward_objective(
+        c: &Coupling<f64>,
+        z: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+    ) -> f64 {
+        let (x, ld) = forward(c, z);
+        (x * x_bar).sum() + ld.dot(w)
+    }
+
+    /// `(∂J/∂z, ∂J/∂θ)` from `forward_backward_block` with a fresh workspace.
+    fn forward_backward(
+        c: &Coupling<f64>,
+        z: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+    ) -> (Array2<f64>, Vec<f64>) {
+        let mut grad = x_bar.clone();
+        let mut param_grad = vec![0.0; c.param_len()];
+        c.forward_backward_block(
+            z.view(),
+            grad.view_mut(),
+            w.view(),
+            &mut param_grad,
+            &mut Workspace::default(),
+        );
+        (grad, param_grad)
+    }
+
+    #[test]
+    fn forward_backward_input_gradient_matches_finite_differences() {
+        let mut r = rng(60);
+        let h = 1e-5;
+        for config in forward_backward_configs() {
+            let c = random_coupling(config, &mut r);
+            let (z, x_bar, w) = random_backward_inputs(3, config.0, &mut r);
+            let (grad, _) = forward_backward(&c, &z, &x_bar, &w);
+            for i in 0..z.nrows() {
+                for j in 0..z.ncols() {
+                    let (mut up, mut down) = (z.clone(), z.clone());
+                    up[[i, j]] += h;
+                    down[[i, j]] -= h;
+                    let fd = (forward_objective(&c, &up, &x_bar, &w)
+                        - forward_objective(&c, &down, &x_bar, &w))
+                        / (2.0 * h);
+                    let g = grad[[i, j]];
+                    assert!(
+                        grad_close(g, fd),
+                        "{config:?} ∂J/∂z[{i},{j}]: {g} vs fd {fd}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_param_gradient_matches_finite_differences() {
+        let mut r = rng(61);
+        let h = 1e-5;
+        for config in forward_backward_configs() {
+            let mut c = random_coupling(config, &mut r);
+            let (z, x_bar, w) = random_backward_inputs(3, config.0, &mut r);
+            let (_, param_grad) = forward_backward(&c, &z, &x_bar, &w);
+            for (p, v) in flat_params(&c).into_iter().enumerate() {
+                set_param(&mut c, p, v + h);
+                let up = forward_objective(&c, &z, &x_bar, &w);
+                set_param(&mut c, p, v - h);
+                let down = forward_objective(&c, &z, &x_bar, &w);
+                set_param(&mut c, p, v);
+                let fd = (up - down) / (2.0 * h);
+                assert!(
+                    grad_close(param_grad[p], fd),
+                    "{config:?} ∂J/∂θ[{p}]: {} vs fd {fd}",
+                    param_grad[p]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rq_forward_backward_matches_finite_differences() {
+        let mut r = rng(62);
+        let h = 1e-6;
+        for (bins, bound) in [(1, 1.0), (2, 3.0), (5, 1.5), (8, 2.0)] {
+            let p = params_per_coordinate(bins);
+            for _ in 0..20 {
+                let raw: Vec<f64> = (0..p).map(|_| 1.5 * f64::standard_normal(&mut r)).collect();
+                let z = r.random_range(-1.2 * bound..1.2 * bound);
+                let (x_bar, w) = (f64::standard_normal(&mut r), r.random_range(-2.0..2.0));
+                let j = |raw: &[f64], z: f64| {
+                    let (x, ld) = rq_forward(raw, bound, z);
+                    x_bar * x + w * ld
+                };
+                let mut raw_grad = vec![0.0; p];
+                let g = rq_forward_backward(&raw, bound, z, x_bar, w, &mut raw_grad);
+                let fd = (j(&raw, z + h) - j(&raw, z - h)) / (2.0 * h);
+                assert!(grad_close(g, fd), "K = {bins} z = {z}: {g} vs {fd}");
+                for q in 0..p {
+                    let (mut up, mut down) = (raw.clone(), raw.clone());
+                    up[q] += h;
+                    down[q] -= h;
+                    let fd = (j(&up, z) - j(&down, z)) / (2.0 * h);
+                    assert!(
+                        grad_close(raw_grad[q], fd),
+                        "K = {bins} z = {z} raw {q}: {} vs {fd}",
+                        raw_grad[q]
+                    );
+                }
+            }
+        }
+        // The identity outside [−B, B], NaN and ±∞ included: x̄ back, nothing added.
+        let raw = vec![0.3; params_per_coordinate(3)];
+        for z in [-2.5, 2.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut raw_grad = vec![0.0; raw.len()];
+            assert_eq!(
+                rq_forward_backward(&raw, 2.0, z, 0.7, 1.3, &mut raw_grad),
+                0.7
+            );
+            assert!(raw_grad.iter().all(|&g| g == 0.0));
+        }
+    }
+
+    #[test]
+    fn forward_backward_adds_to_param_grad() {
+        let mut r = rng(63);
+        for transform in TRANSFORMS {
+            let config = (5, Mask::Odd, transform, Activation::Tanh, &[8, 6][..]);
+            let c = random_coupling(config, &mut r);
+            let (z, x_bar, w) = random_backward_inputs(17, 5, &mut r);
+            let (grad, fresh) = forward_backward(&c, &z, &x_bar, &w);
+            let start: Vec<f64> = (0..c.param_len())
+                .map(|_| r.random_range(-3.0..3.0))
+                .collect();
+            let mut acc = start.clone();
+            let mut grad_again = x_bar.clone();
+            c.forward_backward_block(
+                z.view(),
+                grad_again.view_mut(),
+                w.view(),
+                &mut acc,
+                &mut Workspace::default(),
+            );
+            assert_eq!(grad_again, grad);
+            for ((a, s), f) in acc.iter().zip(&start).zip(&fresh) {
+                assert!(close(*a, s + f, 1e-13), "{transform:?}: {a} vs {s} + {f}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_one_big_block_equals_blocks_of_256() {
+        let mut r = rng(64);
+        for transform in TRANSFORMS {
+            let config = (7, Mask::Odd, transform, Activation::Silu, &[16, 12][..]);
+            let c = random_coupling(config, &mut r);
+            let (z, x_bar, w) = random_backward_inputs(1000, 7, &mut r);
+            let (grad_whole, param_whole) = forward_backward(&c, &z, &x_bar, &w);
+            let mut grad_pieces = x_bar.clone();
+            let mut param_pieces = vec![0.0; c.param_len()];
+            let mut ws = Workspace::default();
+            for start in (0..1000).step_by(256) {
+                let end = (start + 256).min(1000);
+                c.forward_backward_block(
+                    z.slice(s![start..end, ..]),
+                    grad_pieces.slice_mut(s![start..end, ..]),
+                    w.slice(s![start..end]),
+                    &mut param_pieces,
+                    &mut ws,
+                );
+            }
+            for (a, b) in grad_whole.iter().zip(&grad_pieces) {
+                assert!(close(*a, *b, 1e-13), "{transform:?}: {a} vs {b}");
+            }
+            for (a, b) in param_whole.iter().zip(&param_pieces) {
+                assert!(close(*a, *b, 1e-11), "{transform:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_workspace_does_not_grow_on_repeated_calls() {
+        let mut r = rng(65);
+        for hidden in BACKWARD_HIDDEN {
+            for transform in TRANSFORMS {
+                let config = (6, Mask::Even, transform, Activation::Relu, hidden);
+                let c = random_coupling(config, &mut r);
+                let (z, x_bar, w) = random_backward_inputs(256, 6, &mut r);
+                let mut ws = Workspace::default();
+                let mut grad = x_bar.clone();
+                let mut param_grad = vec![0.0; c.param_len()];
+                c.forward_backward_block(
+                    z.view(),
+                    grad.view_mut(),
+                    w.view(),
+                    &mut param_grad,
+                    &mut ws,
+                );
+                let capacity = ws.capacity();
+                assert!(capacity > 0);
+                for rows in [256, 100, 256, 1] {
+                    // The forward pass that precedes a backward pass in sampling-based
+                    // training.
+                    let mut x = z.clone();
+                    let mut ld = Array1::zeros(256);
+                    c.forward_block(x.view_mut(), ld.view_mut(), &mut ws);
+                    grad.assign(&x_bar);
+                    c.forward_backward_block(
+                        z.slice(s![..rows, ..]),
+                        grad.slice_mut(s![..rows, ..]),
+                        w.slice(s![..rows]),
+                        &mut param_grad,
+                        &mut ws,
+                    );
+                    assert_eq!(ws.capacity(), capacity, "{hidden:?} {transform:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_works_on_non_contiguous_blocks() {
+        let mut r = rng(66);
+        for transform in TRANSFORMS {
+            let config = (
+                5,
+                Mask::Explicit(&EXPLICIT_5),
+                transform,
+                Activation::Elu,
+                &[6, 5][..],
+            );
+            let c = random_coupling(config, &mut r);
+            let (z, x_bar, w) = random_backward_inputs(30, 5, &mut r);
+            let (grad, param_grad) = forward_backward(&c, &z, &x_bar, &w);
+            // Every other row of a taller array for z and w, a column-major gradient.
+            let mut tall = Array2::zeros((60, 5));
+            tall.slice_mut(s![..;2, ..]).assign(&z);
+            let mut w_tall = Array1::zeros(60);
+            w_tall.slice_mut(s![..;2]).assign(&w);
+            let mut fortran = Array2::zeros((30, 5).f());
+            fortran.assign(&x_bar);
+            let mut pg = vec![0.0; c.param_len()];
+            c.forward_backward_block(
+                tall.slice(s![..;2, ..]),
+                fortran.view_mut(),
+                w_tall.slice(s![..;2]),
+                &mut pg,
+                &mut Workspace::default(),
+            );
+            assert_eq!(fortran, grad, "{transform:?}");
+            for (a, b) in pg.iter().zip(&param_grad) {
+                assert!(close(*a, *b, 1e-13), "{transform:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_stays_finite_with_saturated_log_scales() {
+        let mut r = rng(67);
+        let config = (
+            5,
+            Mask::Odd,
+            CouplingTransform::Affine,
+            Activation::Tanh,
+            &[8][..],
+        );
+        let mut c = random_coupling(config, &mut r);
+        let m = c.transformed().len();
+        let last = c.net.layers.last_mut().unwrap();
+        for i in 0..m {
+            last.bias[m + i] = if i % 2 == 0 { 1e4 } else { -1e4 };
+        }
+        let (z, x_bar, w) = random_backward_inputs(20, 5, &mut r);
+        let (grad, param_grad) = forward_backward(&c, &z, &x_bar, &w);
+        assert!(grad.iter().chain(&param_grad).all(|g| g.is_finite()));
+    }
+
+    #[test]
+    fn forward_backward_works_in_f32() {
+        let mut r = rng(68);
+        for transform in TRANSFORMS {
+            let config = (
+                5,
+                Mask::SecondHalf,
+                transform,
+                Activation::Silu,
+                &[8, 6][..],
+            );
+            let c64 = random_coupling(config, &mut r);
+            let mut c32: Coupling<f32> = Coupling::new(
+                5,
+                Mask::SecondHalf,
+                transform,
+                &[8, 6],
+                Activation::Silu,
+                &mut r,
+            );
+            let flat = flat_params(&c64);
+            let mut offset = 0;
+            c32.visit_params_mut(&mut |_, _, v| {
+                for x in v.iter_mut() {
+                    *x = flat[offset] as f32;
+                    offset += 1;
+                }
+            });
+            let (z, x_bar, w) = random_backward_inputs(40, 5, &mut r);
+            let (grad, param_grad) = forward_backward(&c64, &z, &x_bar, &w);
+            let mut grad32 = x_bar.mapv(|v| v as f32);
+            let mut pg32 = vec![0f32; c32.param_len()];
+            c32.forward_backward_block(
+                z.mapv(|v| v as f32).view(),
+                grad32.view_mut(),
+                w.mapv(|v| v as f32).view(),
+                &mut pg32,
+                &mut Workspace::default(),
+            );
+            for (a, b) in grad32.iter().zip(&grad).chain(pg32.iter().zip(&param_grad)) {
+                assert!(close(*a as f64, *b, 1e-3), "{transform:?}: {a} vs {b}");
+            }
         }
     }
 

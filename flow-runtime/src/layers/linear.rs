@@ -309,18 +309,24 @@ impl<F: Float> LuLinear<F> {
     /// `x ← P·L·U·x` with `U[i][i] = diag(i)`.
     #[inline(always)]
     fn forward_row(&self, x: &mut [F], diag: impl Fn(usize) -> F) {
+        self.multiply_upper(x, diag);
         let d = self.dim();
-        // U·x: row i reads x[i..], which later rows leave alone until they are reached.
-        for i in 0..d {
-            let (head, tail) = x.split_at_mut(i + 1);
-            head[i] = diag(i) * head[i] + dot(self.upper_row(i), tail);
-        }
         // L·(U·x): row i reads x[..i], still unchanged when going down from the last row.
         for i in (0..d).rev() {
             let (head, tail) = x.split_at_mut(i);
             tail[0] += dot(self.lower_row(i), head);
         }
         Layer::<F>::forward_point(&self.perm, x, &mut []);
+    }
+
+    /// `x ← U·x` with `U[i][i] = diag(i)`: row i reads x[i..], which later rows leave
+    /// alone until they are reached.
+    #[inline(always)]
+    fn multiply_upper(&self, x: &mut [F], diag: impl Fn(usize) -> F) {
+        for i in 0..self.dim() {
+            let (head, tail) = x.split_at_mut(i + 1);
+            head[i] = diag(i) * head[i] + dot(self.upper_row(i), tail);
+        }
     }
 
     /// `y ← U⁻¹·L⁻¹·Pᵀ·y` with `1/U[i][i] = inv_diag(i)`: the permutation, then forward
@@ -391,6 +397,44 @@ impl<F: Float> LuLinear<F> {
         }
         Layer::<F>::forward_point(&self.perm, g, &mut []);
     }
+
+    /// Reverse mode through the forward of one row. On entry `g` holds `∂J/∂x`, on exit
+    /// `∂J/∂z`; `zc` (then a copy of `z`) and `a` (then `U·z`) are scratch.
+    ///
+    /// With `a = U·z`, `b = L·a`, `x = P·b`: `b̄ = Pᵀ·x̄`, `ā = Lᵀ·b̄`, `z̄ = Uᵀ·ā`;
+    /// `∂J/∂L[i][j] = b̄_i·a_j` and `∂J/∂U[i][j] = ā_i·z_j` (so `∂J/∂log_diag_i =
+    /// ā_i·z_i·U[i][i]`, plus `w` from the log-det, added by the caller).
+    fn forward_backward_row(
+        &self,
+        z: ArrayView1<'_, F>,
+        g: &mut [F],
+        zc: &mut [F],
+        a: &mut [F],
+        diag: &[F],
+        (g_lower, g_upper, g_diag): (&mut [F], &mut [F], &mut [F]),
+    ) {
+        let d = self.dim();
+        zc.iter_mut().zip(z.iter()).for_each(|(c, &z)| *c = z);
+        a.copy_from_slice(zc);
+        self.multiply_upper(a, |i| diag[i]);
+        Layer::<F>::inverse_point(&self.perm, g, &mut []);
+        // Lᵀ·b̄ by rows of L, top down: row i reads b̄_i before any later row adds to it.
+        for i in 0..d {
+            let b_bar = g[i];
+            let s = lower_start(i);
+            axpy(&mut g[..i], b_bar, self.lower_row(i));
+            axpy(&mut g_lower[s..s + i], b_bar, &a[..i]);
+        }
+        // Uᵀ·ā by rows of U, bottom up: row i reads ā_i before any earlier row adds to it.
+        for i in (0..d).rev() {
+            let a_bar = g[i];
+            g_diag[i] += a_bar * zc[i] * diag[i];
+            let s = upper_start(d, i);
+            axpy(&mut g_upper[s..s + d - 1 - i], a_bar, &zc[i + 1..]);
+            axpy(&mut g[i + 1..], a_bar, self.upper_row(i));
+            g[i] = a_bar * diag[i];
+        }
+    }
 }
 
 impl<F: Float> LuLinear<F> {
@@ -398,17 +442,23 @@ impl<F: Float> LuLinear<F> {
     /// product, then its rows permuted.
     fn dense_forward(&self, w: &mut [F], [a, b, t]: [&mut [F]; 3], diag: &[F]) {
         let d = self.dim();
-        a.fill(F::zero());
-        b.fill(F::zero());
-        for i in 0..d {
-            a[i * d..i * d + i].copy_from_slice(self.lower_row(i));
-            a[i * d + i] = F::one();
-            b[i * d + i] = diag[i];
-            b[i * d + i + 1..(i + 1) * d].copy_from_slice(self.upper_row(i));
-        }
+        self.dense_factors(a, b, diag);
         square_product(d, a, b, t);
         for (row, &p) in w.chunks_exact_mut(d).zip(self.perm.as_slice()) {
             row.copy_from_slice(&t[p * d..(p + 1) * d]);
+        }
+    }
+
+    /// `l` ← the dense `L`, `u` ← the dense `U` with diagonal `diag` (row-major).
+    fn dense_factors(&self, l: &mut [F], u: &mut [F], diag: &[F]) {
+        let d = self.dim();
+        l.fill(F::zero());
+        u.fill(F::zero());
+        for i in 0..d {
+            l[i * d..i * d + i].copy_from_slice(self.lower_row(i));
+            l[i * d + i] = F::one();
+            u[i * d + i] = diag[i];
+            u[i * d + i + 1..(i + 1) * d].copy_from_slice(self.upper_row(i));
         }
     }
 
@@ -535,6 +585,78 @@ impl<F: Float> LuLinear<F> {
             let s = lower_start(i);
             for (g, &m) in g_lower[s..s + i].iter_mut().zip(&m_l[i * d..i * d + i]) {
                 *g -= m;
+            }
+        }
+    }
+
+    /// [`Layer::forward_backward_block`] on a large block, as matrix products over all its
+    /// rows at once (rows of `A`, `B̄`, `Ā` are the `a`, `b̄`, `ā` of
+    /// `forward_backward_row`): `A = Z·Uᵀ`, `B̄ = X̄` permuted by `Pᵀ`, `Ā = B̄·L`,
+    /// `Z̄ = Ā·U`; `∂J/∂L = B̄ᵀA` below the diagonal, `∂J/∂U = ĀᵀZ` on and above it (times
+    /// `U[i][i]` on it, for `log_diag`). Workspace: `exp(log_diag)`, `L`, `U`, `B̄ᵀA`,
+    /// `ĀᵀZ`, three `rows × D` matrices, and a gathered copy of `z` when it is strided.
+    fn forward_backward_product(
+        &self,
+        z: ArrayView2<'_, F>,
+        mut grad: ArrayViewMut2<'_, F>,
+        (g_lower, g_upper, g_diag): (&mut [F], &mut [F], &mut [F]),
+        ws: &mut Workspace<F>,
+    ) {
+        let (rows, d) = z.dim();
+        let [diag, l, u, m_l, m_u, a, b_bar, a_bar, gather] = ws.slices([
+            d,
+            d * d,
+            d * d,
+            d * d,
+            d * d,
+            rows * d,
+            rows * d,
+            rows * d,
+            gather_len(&z),
+        ]);
+        diag.iter_mut()
+            .zip(&self.log_diag)
+            .for_each(|(e, &l)| *e = l.exp());
+        self.dense_factors(l, u, diag);
+        let (l, u) = (&*l, &*u);
+        let z_s = match z.as_slice() {
+            Some(z) => z,
+            None => {
+                gather_rows(z, gather);
+                &*gather
+            }
+        };
+        matmul((rows, d, d), z_s, false, u, true, a, false);
+        let perm = self.perm.as_slice();
+        for (b, g) in b_bar.chunks_exact_mut(d).zip(grad.rows()) {
+            for (&g, &p) in g.iter().zip(perm) {
+                b[p] = g;
+            }
+        }
+        matmul((rows, d, d), b_bar, false, l, false, a_bar, false);
+        matmul((d, rows, d), b_bar, true, a, false, m_l, false);
+        matmul((d, rows, d), a_bar, true, z_s, false, m_u, false);
+        // a = Z̄.
+        matmul((rows, d, d), a_bar, false, u, false, a, false);
+        match grad.as_slice_mut() {
+            Some(g) => g.copy_from_slice(a),
+            None => {
+                let a = ArrayView2::from_shape((rows, d), &*a).expect("rows × dim scratch");
+                grad.assign(&a);
+            }
+        }
+        for i in 0..d {
+            g_diag[i] += m_u[i * d + i] * diag[i];
+            let s = upper_start(d, i);
+            for (g, &m) in g_upper[s..s + d - 1 - i]
+                .iter_mut()
+                .zip(&m_u[i * d + i + 1..(i + 1) * d])
+            {
+                *g += m;
+            }
+            let s = lower_start(i);
+            for (g, &m) in g_lower[s..s + i].iter_mut().zip(&m_l[i * d..i * d + i]) {
+                *g += m;
             }
         }
     }
@@ -697,6 +819,61 @@ impl<F: Float> Layer<F> for LuLinear<F> {
             );
         });
     }
+
+    /// A small block: recomputes each row's `U·z` (workspace buffers: `exp(log_diag)`, a
+    /// copy of `z`, `U·z`, a gradient row for strided blocks), then runs the transposed
+    /// products; see `forward_backward_row` for the formulas. A large one
+    /// ([`use_product`]): the same formulas as matrix products, see
+    /// `forward_backward_product`. The log-det adds `Σ_rows weight` to every
+    /// `∂J/∂log_diag_i`.
+    fn forward_backward_block(
+        &self,
+        z: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        let d = self.dim();
+        check_block("linear", d, z.ncols(), z.nrows(), weight.len());
+        assert_eq!(grad.dim(), z.dim(), "linear: z and grad shapes differ");
+        assert_eq!(
+            param_grad.len(),
+            self.param_len(),
+            "linear: param_grad has the wrong length"
+        );
+        let m = self.lower.len();
+        let (g_lower, rest) = param_grad.split_at_mut(m);
+        let (g_upper, g_diag) = rest.split_at_mut(m);
+        let w_sum = weight.iter().fold(F::zero(), |s, &w| s + w);
+        g_diag.iter_mut().for_each(|g| *g += w_sum);
+        if use_product(z.nrows(), d) {
+            return self.forward_backward_product(z, grad, (g_lower, g_upper, g_diag), ws);
+        }
+        let [diag, zc, a, buf] = ws.slices([d, d, d, d]);
+        diag.iter_mut()
+            .zip(&self.log_diag)
+            .for_each(|(e, &l)| *e = l.exp());
+        for_each_grad_row(z, grad, buf, |z_row, g_row| {
+            self.forward_backward_row(
+                z_row,
+                g_row,
+                zc,
+                a,
+                diag,
+                (&mut *g_lower, &mut *g_upper, &mut *g_diag),
+            );
+        });
+    }
+}
+
+/// Which pass of an [`OrthogonalLinear`] a backward goes through: the forward applies the
+/// reflections last to first, the inverse first to last, so either backward is the other's
+/// with the order of the vectors reversed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    Inverse,
 }
 
 /// An orthogonal map `y = H_1·H_2·…·H_D·x`, the Householder reflections
@@ -773,6 +950,24 @@ impl<F: Float> OrthogonalLinear<F> {
         }
     }
 
+    /// The index of the `k`-th reflection `pass` applies (from 0).
+    #[inline(always)]
+    fn applied(&self, pass: Pass, k: usize) -> usize {
+        match pass {
+            Pass::Inverse => k,
+            Pass::Forward => self.dim - 1 - k,
+        }
+    }
+
+    /// `x ← ` the map of `pass` applied to `x`.
+    #[inline(always)]
+    fn run(&self, pass: Pass, x: &mut [F], norms: &[F]) {
+        match pass {
+            Pass::Inverse => self.inverse_row(x, |k| norms[k]),
+            Pass::Forward => self.forward_row(x, |k| norms[k]),
+        }
+    }
+
     /// `‖v_{k+1}‖²` for every `k`, into `norms`.
     fn norms(&self, norms: &mut [F]) {
         for (k, n) in norms.iter_mut().enumerate() {
@@ -781,12 +976,14 @@ impl<F: Float> OrthogonalLinear<F> {
         }
     }
 
-    /// Reverse mode through the inverse of one row (`u` scratch). The inverse runs
+    /// Reverse mode through `pass` on one row (`u` scratch), written for the inverse
+    /// (the forward takes the vectors in reverse order). The inverse runs
     /// `u_{k+1} = H_k·u_k` from `u_0 = y`; going back, `u_k = H_k·u_{k+1}` (a reflection is
     /// its own inverse) and `ū_k = H_k·ū_{k+1}`. With `a = ū_{k+1}ᵀv`, `b = vᵀu_k`,
     /// `α = a/n`, `β = b/n`: `∂J/∂v += −2(β·ū_{k+1} + α·u_k) + 4αβ·v`.
     fn backward_row(
         &self,
+        pass: Pass,
         y: ArrayView1<'_, F>,
         g: &mut [F],
         u: &mut [F],
@@ -795,9 +992,10 @@ impl<F: Float> OrthogonalLinear<F> {
     ) {
         let d = self.dim;
         u.iter_mut().zip(y.iter()).for_each(|(u, &y)| *u = y);
-        self.inverse_row(u, |k| norms[k]);
+        self.run(pass, u, norms);
         let two = F::one() + F::one();
         for k in (0..d).rev() {
+            let k = self.applied(pass, k);
             let n = norms[k];
             if n == F::zero() {
                 continue;
@@ -865,7 +1063,9 @@ impl<F: Float> OrthogonalLinear<F> {
         }
     }
 
-    /// [`Layer::inverse_backward_block`] on a large block ([`use_product`]). The inverse
+    /// [`Layer::inverse_backward_block`] on a large block ([`use_product`]), written for
+    /// the inverse; [`Layer::forward_backward_block`] is the same with the vectors in
+    /// reverse order (`H_k` read as `H_{D+1−k}`, so `W` is the dense inverse). The inverse
     /// maps `x = M·y` for `M = H_D·…·H_1 = Wᵀ`, so `Ȳ = X̄·Wᵀ`: one product with the dense
     /// forward matrix. For the vectors: with `u_k` the row entering `H_k` and `ū_{k+1}` the
     /// gradient leaving it, `S_k = Σ_rows ū_{k+1}·u_kᵀ = H_{k+1}·…·H_D · G · H_1·…·H_{k−1}`
@@ -878,12 +1078,14 @@ impl<F: Float> OrthogonalLinear<F> {
     /// 262 k, D = 64 45.0 M → 8.24 M (most of it the `O(D³)` sweeps; the products ≈ 0.75 M).
     fn backward_product(
         &self,
+        pass: Pass,
         y: ArrayView2<'_, F>,
         mut grad: ArrayViewMut2<'_, F>,
         param_grad: &mut [F],
         ws: &mut Workspace<F>,
     ) {
         let (rows, d) = y.dim();
+        let nth = |k| self.applied(pass, k);
         let [norms, col, w, s, p, q, out, y_gather, g_gather] = ws.slices([
             d,
             d,
@@ -897,7 +1099,11 @@ impl<F: Float> OrthogonalLinear<F> {
         ]);
         self.norms(norms);
         let norms = &*norms;
-        dense_into(d, w, col, |v| self.forward_row(v, |k| norms[k]));
+        let other = match pass {
+            Pass::Inverse => Pass::Forward,
+            Pass::Forward => Pass::Inverse,
+        };
+        dense_into(d, w, col, |v| self.run(other, v, norms));
         let y_s = match y.as_slice() {
             Some(y) => y,
             None => {
@@ -922,15 +1128,15 @@ impl<F: Float> OrthogonalLinear<F> {
             }
         }
         for k in (1..d).rev() {
-            Self::reflect_left(self.vector(k), norms[k], s, q);
+            Self::reflect_left(self.vector(nth(k)), norms[nth(k)], s, q);
         }
         let two = F::one() + F::one();
         let zero = F::zero();
         for k in 0..d {
-            let (v, n) = (self.vector(k), norms[k]);
+            let (v, n) = (self.vector(nth(k)), norms[nth(k)]);
             // The next left reflection, `H_{k+1}`, if there is one that is not the identity.
-            let next =
-                (k + 1 < d && norms[k + 1] != zero).then(|| (self.vector(k + 1), norms[k + 1]));
+            let next = (k + 1 < d && norms[nth(k + 1)] != zero)
+                .then(|| (self.vector(nth(k + 1)), norms[nth(k + 1)]));
             if n != zero {
                 for (p, row) in p.iter_mut().zip(s.chunks_exact(d)) {
                     *p = dot(row, v);
@@ -952,7 +1158,7 @@ impl<F: Float> OrthogonalLinear<F> {
             }
             if n != zero {
                 let c = dot(v, p) / n / n;
-                let gv = &mut param_grad[k * d..(k + 1) * d];
+                let gv = &mut param_grad[nth(k) * d..(nth(k) + 1) * d];
                 for (((g, &p), &q), &v) in gv.iter_mut().zip(&*p).zip(&*q).zip(v) {
                     *g += two * two * c * v - two * ((p + q) / n);
                 }
@@ -1037,13 +1243,51 @@ impl<F: Float> Layer<F> for OrthogonalLinear<F> {
             self.param_len(),
             "linear: param_grad has the wrong length"
         );
-        if use_product(y.nrows(), d) {
-            return self.backward_product(y, grad, param_grad, ws);
+        self.backward_block(Pass::Inverse, y, grad, param_grad, ws);
+    }
+
+    /// As the inverse backward, with the vectors in reverse order; see `Pass`. The log-det
+    /// is 0, so `weight` does not matter.
+    fn forward_backward_block(
+        &self,
+        z: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        let d = self.dim;
+        check_block("linear", d, z.ncols(), z.nrows(), weight.len());
+        assert_eq!(grad.dim(), z.dim(), "linear: z and grad shapes differ");
+        assert_eq!(
+            param_grad.len(),
+            self.param_len(),
+            "linear: param_grad has the wrong length"
+        );
+        self.backward_block(Pass::Forward, z, grad, param_grad, ws);
+    }
+}
+
+impl<F: Float> OrthogonalLinear<F> {
+    /// Both block backwards, through `pass` at its input `v`: row by row (workspace
+    /// buffers: the norms, the running `u`, a gradient row for strided blocks), or by
+    /// matrix products for a large block ([`use_product`]).
+    fn backward_block(
+        &self,
+        pass: Pass,
+        v: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        let d = self.dim;
+        if use_product(v.nrows(), d) {
+            return self.backward_product(pass, v, grad, param_grad, ws);
         }
         let [norms, u, buf] = ws.slices([d, d, d]);
         self.norms(norms);
-        for_each_grad_row(y, grad, buf, |y_row, g_row| {
-            self.backward_row(y_row, g_row, u, norms, param_grad);
+        for_each_grad_row(v, grad, buf, |v_row, g_row| {
+            self.backward_row(pass, v_row, g_row, u, norms, param_grad);
         });
     }
 }
@@ -2011,6 +2255,284 @@ mod tests {
         // The map is scale-invariant in v: the gradient scales by 1/1e-150.
         for (a, b) in pg.iter().zip(&pg_ref) {
             assert!(a.is_finite() && close(a * 1e-150, *b, 1e-10), "{a} vs {b}");
+        }
+    }
+
+    /// `∂J/∂z` and `∂J/∂θ` of `J = Σ w·(forward log-det) + Σ x̄·x` by the layer.
+    fn forward_backward(
+        l: &dyn Layer<f64>,
+        z: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+    ) -> (Array2<f64>, Vec<f64>) {
+        let mut g = x_bar.clone();
+        let mut pg = vec![0.0; l.param_len()];
+        l.forward_backward_block(
+            z.view(),
+            g.view_mut(),
+            w.view(),
+            &mut pg,
+            &mut Workspace::default(),
+        );
+        (g, pg)
+    }
+
+    fn forward_objective(
+        l: &dyn Layer<f64>,
+        z: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+    ) -> f64 {
+        let (x, ld) = forward(l, z);
+        (&x * x_bar).sum() + (&ld * w).sum()
+    }
+
+    /// Checks the forward backward of `l` at `z` against central differences of
+    /// [`forward_objective`] in the inputs `entries` (all when `None`) and every parameter.
+    fn check_forward_backward(
+        l: &mut dyn Layer<f64>,
+        z: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+        entries: Option<&[(usize, usize)]>,
+        tol: f64,
+        name: &str,
+    ) -> Vec<f64> {
+        let (g, pg) = forward_backward(&*l, z, x_bar, w);
+        let all: Vec<(usize, usize)> = (0..z.nrows())
+            .flat_map(|i| (0..z.ncols()).map(move |j| (i, j)))
+            .collect();
+        let h = 1e-6;
+        for &(i, j) in entries.unwrap_or(&all) {
+            let (mut up, mut down) = (z.clone(), z.clone());
+            up[[i, j]] += h;
+            down[[i, j]] -= h;
+            let fd = (forward_objective(&*l, &up, x_bar, w)
+                - forward_objective(&*l, &down, x_bar, w))
+                / (2.0 * h);
+            assert!(
+                close(g[[i, j]], fd, tol),
+                "{name} [{i},{j}]: {} vs {fd}",
+                g[[i, j]]
+            );
+        }
+        let theta = flat_params(&*l);
+        assert_eq!(pg.len(), theta.len());
+        for p in 0..theta.len() {
+            let mut t = theta.clone();
+            t[p] = theta[p] + h;
+            set_flat_params(&mut *l, &t);
+            let up = forward_objective(&*l, z, x_bar, w);
+            t[p] = theta[p] - h;
+            set_flat_params(&mut *l, &t);
+            let down = forward_objective(&*l, z, x_bar, w);
+            set_flat_params(&mut *l, &theta);
+            let fd = (up - down) / (2.0 * h);
+            assert!(close(pg[p], fd, tol), "{name} param {p}: {} vs {fd}", pg[p]);
+        }
+        pg
+    }
+
+    #[test]
+    fn forward_backward_matches_finite_differences() {
+        let mut r = rng(40);
+        for (name, mut l) in layers(41) {
+            let dim = dim_of(&name);
+            let (z, x_bar, w) = backward_inputs(3, dim, &mut r);
+            let pg = check_forward_backward(&mut *l, &z, &x_bar, &w, None, 1e-6, &name);
+            // Not trivially zero, except for the one reflection of D = 1 (−1 whatever v).
+            if name == "orthogonal dim 1" {
+                assert!(pg[0].abs() < 1e-12, "{name}: {}", pg[0]);
+            } else {
+                assert!(pg.iter().any(|g| g.abs() > 1e-3), "{name}");
+            }
+        }
+    }
+
+    /// The product path of the forward backward (40 rows) against finite differences.
+    #[test]
+    fn forward_backward_product_path_matches_finite_differences() {
+        let mut r = rng(42);
+        for dim in [5, 8] {
+            let mut lu = random_lu(dim, &mut r);
+            let mut o = OrthogonalLinear::<f64>::new(dim, &mut r);
+            let pair: [(&str, &mut dyn Layer<f64>); 2] = [("lu", &mut lu), ("orthogonal", &mut o)];
+            for (name, l) in pair {
+                let rows = 40;
+                assert!(use_product(rows, dim));
+                let (z, x_bar, w) = backward_inputs(rows, dim, &mut r);
+                let entries = [(0, 0), (7, dim - 1), (39, dim / 2), (20, 1)];
+                let pg = check_forward_backward(l, &z, &x_bar, &w, Some(&entries), 1e-5, name);
+                assert!(pg.iter().any(|g| g.abs() > 1e-3), "{name} dim {dim}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_product_path_matches_the_row_kernels() {
+        let mut r = rng(43);
+        for (name, l) in layers(44) {
+            let dim = dim_of(&name);
+            assert!(use_product(64, dim) && !use_product(2, dim));
+            let (z, x_bar, w) = backward_inputs(64, dim, &mut r);
+            let (g, pg) = forward_backward(&*l, &z, &x_bar, &w);
+            let mut pg_rows = vec![0.0; pg.len()];
+            let mut g_rows = x_bar.clone();
+            for start in (0..64).step_by(2) {
+                let rows = s![start..start + 2, ..];
+                l.forward_backward_block(
+                    z.slice(rows),
+                    g_rows.slice_mut(rows),
+                    w.slice(s![start..start + 2]),
+                    &mut pg_rows,
+                    &mut Workspace::default(),
+                );
+            }
+            assert_close(&g, &g_rows, 1e-12, &name);
+            for (a, b) in pg.iter().zip(&pg_rows) {
+                assert!(close(*a, *b, 1e-11), "{name}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_adds_to_param_grad() {
+        let mut r = rng(45);
+        // 5 rows take the row kernels, 40 the matrix products.
+        for ((name, l), rows) in layers(46)
+            .into_iter()
+            .zip([5, 5, 40, 40].into_iter().cycle())
+        {
+            let (z, x_bar, w) = backward_inputs(rows, dim_of(&name), &mut r);
+            let (g, pg) = forward_backward(&*l, &z, &x_bar, &w);
+            let start: Vec<f64> = (0..pg.len()).map(|i| i as f64 * 0.5 - 3.0).collect();
+            let mut acc = start.clone();
+            let mut g2 = x_bar.clone();
+            l.forward_backward_block(
+                z.view(),
+                g2.view_mut(),
+                w.view(),
+                &mut acc,
+                &mut Workspace::default(),
+            );
+            assert_eq!(g2, g, "{name}");
+            for ((a, s), p) in acc.iter().zip(&start).zip(&pg) {
+                assert!(close(*a, s + p, 1e-14), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_on_non_contiguous_blocks() {
+        let mut r = rng(47);
+        // 6 rows take the row kernels, 40 the matrix products.
+        for ((name, l), rows) in layers(48)
+            .into_iter()
+            .zip([6, 40, 40, 6].into_iter().cycle())
+        {
+            let dim = dim_of(&name);
+            let (z, x_bar, w) = backward_inputs(rows, dim, &mut r);
+            let (g, pg) = forward_backward(&*l, &z, &x_bar, &w);
+            let mut z_f = Array2::<f64>::zeros((rows, dim).f());
+            z_f.assign(&z);
+            let mut g_wide = Array2::<f64>::zeros((rows, 2 * dim));
+            g_wide.slice_mut(s![.., 1..2 * dim;2]).assign(&x_bar);
+            let mut pg2 = vec![0.0; pg.len()];
+            l.forward_backward_block(
+                z_f.view(),
+                g_wide.slice_mut(s![.., 1..2 * dim;2]),
+                w.view(),
+                &mut pg2,
+                &mut Workspace::default(),
+            );
+            assert_eq!(g_wide.slice(s![.., 1..2 * dim;2]), g, "{name}");
+            assert!(g_wide.slice(s![.., 0..2 * dim;2]).iter().all(|&v| v == 0.0));
+            assert_eq!(pg2, pg, "{name}");
+        }
+    }
+
+    #[test]
+    fn forward_backward_does_not_grow_the_workspace() {
+        let mut r = rng(49);
+        for (name, l) in layers(50) {
+            let dim = dim_of(&name);
+            let mut ws = Workspace::default();
+            let mut pg = vec![0.0; l.param_len()];
+            let mut run = |ws: &mut Workspace<f64>, r: &mut StdRng| {
+                for rows in [5, 40] {
+                    let (z, x_bar, w) = backward_inputs(rows, dim, r);
+                    let mut z_f = Array2::<f64>::zeros((rows, dim).f());
+                    z_f.assign(&z);
+                    let mut g = x_bar.clone();
+                    l.forward_backward_block(z.view(), g.view_mut(), w.view(), &mut pg, ws);
+                    l.forward_backward_block(z_f.view(), g.view_mut(), w.view(), &mut pg, ws);
+                }
+            };
+            run(&mut ws, &mut r);
+            let cap = ws.capacity();
+            for _ in 0..3 {
+                run(&mut ws, &mut r);
+            }
+            assert_eq!(ws.capacity(), cap, "{name}");
+        }
+    }
+
+    #[test]
+    fn forward_backward_keeps_non_finite_rows_in_their_row() {
+        let mut r = rng(51);
+        for ((name, l), rows) in layers(52)
+            .into_iter()
+            .zip([6, 6, 40, 40].into_iter().cycle())
+        {
+            let dim = dim_of(&name);
+            let mut z = random_rows(rows, dim, &mut r);
+            let clean = z.clone();
+            z[[1, 0]] = f64::NAN;
+            z[[3, dim - 1]] = f64::INFINITY;
+            let x_bar = random_rows(rows, dim, &mut r);
+            let w = Array1::ones(rows);
+            let (g, _) = forward_backward(&*l, &z, &x_bar, &w);
+            let (g_clean, _) = forward_backward(&*l, &clean, &x_bar, &w);
+            for i in (0..rows).filter(|&i| i != 1 && i != 3) {
+                assert_eq!(g.row(i), g_clean.row(i), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_matches_f64_in_f32() {
+        let mut r = rng(53);
+        for rows in [4, 40] {
+            let o64 = OrthogonalLinear::<f64>::new(5, &mut r);
+            let o32 = OrthogonalLinear::<f32>::from_vectors(
+                5,
+                o64.vectors().iter().map(|&v| v as f32).collect(),
+            );
+            let lu64 = random_lu(5, &mut r);
+            let lu32 = LuLinear::<f32>::from_parts(
+                lu64.permutation().to_vec(),
+                lu64.lower().iter().map(|&v| v as f32).collect(),
+                lu64.upper().iter().map(|&v| v as f32).collect(),
+                lu64.log_diag().iter().map(|&v| v as f32).collect(),
+            );
+            let pairs: [(&dyn Layer<f64>, &dyn Layer<f32>); 2] = [(&o64, &o32), (&lu64, &lu32)];
+            for (l64, l32) in pairs {
+                let (z, x_bar, w) = backward_inputs(rows, 5, &mut r);
+                let (g, pg) = forward_backward(l64, &z, &x_bar, &w);
+                let mut g32 = x_bar.mapv(|v| v as f32);
+                let mut pg32 = vec![0.0f32; pg.len()];
+                l32.forward_backward_block(
+                    z.mapv(|v| v as f32).view(),
+                    g32.view_mut(),
+                    w.mapv(|v| v as f32).view(),
+                    &mut pg32,
+                    &mut Workspace::default(),
+                );
+                for (a, b) in g32.iter().zip(&g).chain(pg32.iter().zip(&pg)) {
+                    let scale = if rows > 4 { 1e-3 } else { 1e-4 };
+                    assert!(close(f64::from(*a), *b, scale), "{a} vs {b}");
+                }
+            }
         }
     }
 

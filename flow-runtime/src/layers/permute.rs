@@ -178,6 +178,20 @@ impl<F: Float> Layer<F> for Permute {
         debug_assert_eq!(y.dim(), grad.dim(), "permute: y and grad shapes differ");
         apply_rows(grad, &self.perm, &self.leaders);
     }
+    /// The forward is `x[i] = z[perm[i]]` with log-det 0, so `∂J/∂z[k] = ∂J/∂x[inverse[k]]`:
+    /// the gradient rows get the inverse permutation (the transpose of the forward's),
+    /// in place, cycle by cycle. No parameters.
+    fn forward_backward_block(
+        &self,
+        z: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        _weight: ArrayView1<'_, F>,
+        _param_grad: &mut [F],
+        _ws: &mut Workspace<F>,
+    ) {
+        debug_assert_eq!(z.dim(), grad.dim(), "permute: z and grad shapes differ");
+        apply_rows(grad, &self.inverse, &self.leaders);
+    }
     fn kind(&self) -> &'static str {
         "permute"
     }
@@ -535,6 +549,124 @@ mod tests {
         for r in 0..2 {
             for (i, &q) in p.as_slice().iter().enumerate() {
                 assert_eq!(gy[[r, i]], g[[r, q]]);
+            }
+        }
+    }
+
+    /// Runs `forward_backward_block` on `grad` in place (no parameters, unit weights).
+    fn forward_backward(p: &Permute, z: &Array2<f64>, grad: &mut Array2<f64>) {
+        let weight = Array1::<f64>::ones(z.nrows());
+        let mut no_params: [f64; 0] = [];
+        Layer::<f64>::forward_backward_block(
+            p,
+            z.view(),
+            grad.view_mut(),
+            weight.view(),
+            &mut no_params,
+            &mut Workspace::default(),
+        );
+    }
+
+    #[test]
+    fn forward_backward_is_the_transpose_of_the_forward() {
+        // ⟨Pz, g⟩ = ⟨z, backward(g)⟩ row by row, on random blocks.
+        let mut rng = StdRng::seed_from_u64(10);
+        let mut ws = Workspace::default();
+        for p in examples() {
+            let n = p.dim();
+            for rows in [1, 4, 9] {
+                let z = random_matrix(&mut rng, rows, n);
+                let g = random_matrix(&mut rng, rows, n);
+                let mut x = z.clone();
+                let mut ld = Array1::<f64>::zeros(rows);
+                Layer::<f64>::forward_block(&p, x.view_mut(), ld.view_mut(), &mut ws);
+                let mut gz = g.clone();
+                forward_backward(&p, &z, &mut gz);
+                for r in 0..rows {
+                    let lhs = dot(x.row(r), g.row(r));
+                    let rhs = dot(z.row(r), gz.row(r));
+                    assert!(
+                        (lhs - rhs).abs() <= 1e-12 * (1.0 + lhs.abs()),
+                        "perm {:?}: {lhs} vs {rhs}",
+                        p.as_slice()
+                    );
+                    // Exactly: ∂J/∂z[perm[i]] = ∂J/∂x[i].
+                    for (i, &q) in p.as_slice().iter().enumerate() {
+                        assert_eq!(gz[[r, q]], g[[r, i]]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forward_backward_equals_the_inverse_map() {
+        // Backward is Pᵀ = P⁻¹: it equals the inverse map on the same block and undoes
+        // the forward.
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut ws = Workspace::default();
+        for p in examples() {
+            let n = p.dim();
+            let z = random_matrix(&mut rng, 5, n);
+            let mut ld = Array1::<f64>::zeros(5);
+            let mut inv = z.clone();
+            Layer::<f64>::inverse_block(&p, inv.view_mut(), ld.view_mut(), &mut ws);
+            let mut bwd = z.clone();
+            forward_backward(&p, &z, &mut bwd);
+            assert_eq!(inv, bwd);
+            let mut v = z.clone();
+            Layer::<f64>::forward_block(&p, v.view_mut(), ld.view_mut(), &mut ws);
+            forward_backward(&p, &z, &mut v);
+            assert_eq!(v, z);
+        }
+    }
+
+    #[test]
+    fn forward_backward_on_strided_blocks() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let p = Permute::new(vec![3, 4, 0, 2, 1]);
+        let z = random_matrix(&mut rng, 6, 5);
+        let g = random_matrix(&mut rng, 6, 5);
+        let mut contiguous = g.clone();
+        forward_backward(&p, &z, &mut contiguous);
+        let mut fortran = Array2::<f64>::zeros((6, 5).f());
+        fortran.assign(&g);
+        forward_backward(&p, &z, &mut fortran);
+        assert_eq!(contiguous, fortran);
+        let mut wide = random_matrix(&mut rng, 6, 10);
+        wide.slice_mut(s![.., 1..10;2]).assign(&g);
+        let before = wide.clone();
+        let weight = Array1::<f64>::ones(6);
+        Layer::<f64>::forward_backward_block(
+            &p,
+            z.view(),
+            wide.slice_mut(s![.., 1..10;2]),
+            weight.view(),
+            &mut [],
+            &mut Workspace::default(),
+        );
+        assert_eq!(wide.slice(s![.., 1..10;2]), contiguous);
+        assert_eq!(wide.slice(s![.., 0..10;2]), before.slice(s![.., 0..10;2]));
+    }
+
+    #[test]
+    fn forward_backward_in_f32() {
+        let p = Permute::seeded(9, 3);
+        let z = Array2::<f32>::zeros((2, 9));
+        let g = Array2::from_shape_fn((2, 9), |(r, c)| (10 * r + c) as f32);
+        let mut gz = g.clone();
+        let weight = Array1::<f32>::ones(2);
+        Layer::<f32>::forward_backward_block(
+            &p,
+            z.view(),
+            gz.view_mut(),
+            weight.view(),
+            &mut [],
+            &mut Workspace::default(),
+        );
+        for r in 0..2 {
+            for (i, &q) in p.as_slice().iter().enumerate() {
+                assert_eq!(gz[[r, q]], g[[r, i]]);
             }
         }
     }
