@@ -8,10 +8,8 @@ use rand::Rng;
 
 use crate::float::Float;
 use crate::layers::Layer;
-use crate::layers::elementwise::{sigmoid, softplus};
 use crate::layers::spline::{
-    DERIVATIVE_OFFSET, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, params_per_coordinate,
-    rq_forward, rq_inverse, rq_inverse_backward,
+    params_per_coordinate, rq_forward, rq_forward_backward, rq_inverse, rq_inverse_backward,
 };
 pub use crate::nets::Activation;
 use crate::nets::{Mlp, MlpTape};
@@ -717,158 +715,6 @@ impl<F: Float> Coupling<F> {
             }
             CouplingTransform::Spline { .. } => unreachable!("splines use spline_update"),
         }
-    }
-}
-
-/// Reverse mode through [`rq_forward`] at `z` for `J = x_bar·x + w·log|dx/dz|`: returns
-/// `∂J/∂z` and ADDS `∂J/∂raw` into `raw_grad` (same length and layout as `raw`), through
-/// the softmax and softplus normalisation. Outside `[−B, B]` (NaN and ±∞ included, which
-/// [`rq_forward`] passes through) it returns `x_bar` and adds nothing.
-///
-/// TEMPORARY: a private copy of the normalisation of [`crate::layers::spline`] (knots from
-/// the softmax fractions, derivatives from softplus, its module docs), to be replaced by a
-/// forward backward kernel next to [`rq_inverse_backward`]. Each exponential of the
-/// softmax is recomputed where it is used: no memory beyond a few scalars.
-///
-/// In bin `k` (`y = y_k + h·φ(ξ)`, `φ = (sξ² + δ_kθ)/D`, `ξ = (z − x_k)/w`, `s = h/w`,
-/// `Λ = log(dy/dz) = 2 log s + log M − 2 log D`): for `q ∈ {ξ, s, δ_k, δ_{k+1}}`
-/// `J_q = x̄·h·φ_q + ω·Λ_q`, so `∂J/∂z = J_ξ/w`; then `J_h = x̄·φ + J_s/w`,
-/// `J_w = −(J_s·s + J_ξ·ξ)/w`, and the knots `J_{x_k} = −J_w − J_ξ/w`, `J_{x_{k+1}} = J_w`,
-/// `J_{y_k} = x̄ − J_h`, `J_{y_{k+1}} = J_h`.
-fn rq_forward_backward<F: Float>(
-    raw: &[F],
-    bound: F,
-    z: F,
-    x_bar: F,
-    w: F,
-    raw_grad: &mut [F],
-) -> F {
-    let len = raw.len();
-    assert!(
-        len >= 2 && (len + 1).is_multiple_of(3),
-        "spline: {len} raw parameters per coordinate, expected 3·bins − 1"
-    );
-    assert_eq!(len, raw_grad.len(), "spline: raw_grad has the wrong length");
-    if !(z >= -bound && z <= bound) {
-        return x_bar;
-    }
-    let k = (len + 1) / 3;
-    let (widths, rest) = raw.split_at(k);
-    let (heights, derivatives) = rest.split_at(k);
-    let (gw, rest) = raw_grad.split_at_mut(k);
-    let (gh, gd) = rest.split_at_mut(k);
-    let softmax = |r: &[F]| {
-        let max = r.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
-        let sum = r
-            .iter()
-            .fold(F::zero(), |acc, &v| acc + crate::fastmath::exp(v - max));
-        (max, F::one() / sum)
-    };
-    let (max_w, inv_w) = softmax(widths);
-    let (max_h, inv_h) = softmax(heights);
-    let pw = |i: usize| crate::fastmath::exp(widths[i] - max_w) * inv_w;
-    let ph = |i: usize| crate::fastmath::exp(heights[i] - max_h) * inv_h;
-
-    // The bin whose left knot is the last at or below z (as the spline's bin search).
-    let (min_w, min_h) = (F::of(MIN_BIN_WIDTH), F::of(MIN_BIN_HEIGHT));
-    let scale_w = F::one() - F::of(k as f64) * min_w;
-    let scale_h = F::one() - F::of(k as f64) * min_h;
-    let two_b = bound + bound;
-    let (mut cum_w, mut cum_h) = (F::zero(), F::zero());
-    let (mut x0, mut y0) = (-bound, -bound);
-    let mut bin = (0, x0, x0, y0, y0);
-    for i in 0..k {
-        cum_w += min_w + scale_w * pw(i);
-        cum_h += min_h + scale_h * ph(i);
-        let last = i + 1 == k;
-        let x1 = if last { bound } else { -bound + two_b * cum_w };
-        let y1 = if last { bound } else { -bound + two_b * cum_h };
-        if i == 0 || z >= x0 {
-            bin = (i, x0, x1, y0, y1);
-        }
-        (x0, y0) = (x1, y1);
-    }
-    let (i, x0, x1, y0, y1) = bin;
-    let offset = F::of(DERIVATIVE_OFFSET);
-    let delta = |r: F| F::of(MIN_DERIVATIVE) + softplus(r + offset);
-    let (left, right) = (i >= 1, i + 1 < k);
-    let d0 = if left {
-        delta(derivatives[i - 1])
-    } else {
-        F::one()
-    };
-    let d1 = if right {
-        delta(derivatives[i])
-    } else {
-        F::one()
-    };
-
-    let one = F::one();
-    let two = one + one;
-    let (wb, h) = (x1 - x0, y1 - y0);
-    let s = h / wb;
-    let xi = ((z - x0) / wb).max(F::zero()).min(one);
-    let theta = xi * (one - xi);
-    let t = d1 + d0 - (s + s);
-    let den = s + t * theta;
-    let one_m_xi = one - xi;
-    let m = d1 * xi * xi + (s + s) * theta + d0 * one_m_xi * one_m_xi;
-    let phi = (s * xi * xi + d0 * theta) / den;
-    let phi_xi = s * m / (den * den);
-    let phi_s = (xi * xi - phi * (one - two * theta)) / den;
-    let phi_d0 = theta * (one - phi) / den;
-    let phi_d1 = -phi * theta / den;
-    let m_xi = two * (d1 * xi + s * (one - two * xi) - d0 * one_m_xi);
-    let lam_xi = m_xi / m - two * t * (one - two * xi) / den;
-    let lam_s = two / s + two * theta / m - two * (one - two * theta) / den;
-    let lam_d0 = one_m_xi * one_m_xi / m - two * theta / den;
-    let lam_d1 = xi * xi / m - two * theta / den;
-
-    let xh = x_bar * h;
-    let j_xi = xh * phi_xi + w * lam_xi;
-    let z_bar = j_xi / wb;
-    let j_s = xh * phi_s + w * lam_s;
-    let j_d0 = xh * phi_d0 + w * lam_d0;
-    let j_d1 = xh * phi_d1 + w * lam_d1;
-    let j_h = x_bar * phi + j_s / wb;
-    let j_w = -(j_s * s + j_xi * xi) / wb;
-    // Knot i is learnt unless it is x_0 = −B; knot i + 1 unless it is x_K = B.
-    let pick = |c: bool, v: F| if c { v } else { F::zero() };
-    let (g_x0, g_x1) = (pick(left, -j_w - z_bar), pick(right, j_w));
-    let (g_y0, g_y1) = (pick(left, x_bar - j_h), pick(right, j_h));
-    softmax_fraction_backward(pw, scale_w, i, two_b * g_x0, two_b * g_x1, gw);
-    softmax_fraction_backward(ph, scale_h, i, two_b * g_y0, two_b * g_y1, gh);
-    if left {
-        gd[i - 1] += j_d0 * sigmoid(derivatives[i - 1] + offset);
-    }
-    if right {
-        gd[i] += j_d1 * sigmoid(derivatives[i] + offset);
-    }
-    z_bar
-}
-
-/// Adds `∂J/∂raw` into `out` for fractions `f = min + scale·softmax(raw)` (probabilities
-/// `p`) whose cumulative sums place the knots of bin `bin`: `∂J/∂f_i = g_lo·[i < bin] +
-/// g_hi·[i ≤ bin]`, then `∂J/∂raw_i = scale·p_i·(∂J/∂f_i − Σ_j p_j·∂J/∂f_j)`.
-fn softmax_fraction_backward<F: Float>(
-    p: impl Fn(usize) -> F,
-    scale: F,
-    bin: usize,
-    g_lo: F,
-    g_hi: F,
-    out: &mut [F],
-) {
-    let g = |i: usize| {
-        let lo = if i < bin { g_lo } else { F::zero() };
-        let hi = if i <= bin { g_hi } else { F::zero() };
-        lo + hi
-    };
-    let mut dot = F::zero();
-    for i in 0..out.len() {
-        dot += p(i) * g(i);
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o += scale * p(i) * (g(i) - dot);
     }
 }
 
@@ -2123,49 +1969,6 @@ mod tests {
                     param_grad[p]
                 );
             }
-        }
-    }
-
-    #[test]
-    fn rq_forward_backward_matches_finite_differences() {
-        let mut r = rng(62);
-        let h = 1e-6;
-        for (bins, bound) in [(1, 1.0), (2, 3.0), (5, 1.5), (8, 2.0)] {
-            let p = params_per_coordinate(bins);
-            for _ in 0..20 {
-                let raw: Vec<f64> = (0..p).map(|_| 1.5 * f64::standard_normal(&mut r)).collect();
-                let z = r.random_range(-1.2 * bound..1.2 * bound);
-                let (x_bar, w) = (f64::standard_normal(&mut r), r.random_range(-2.0..2.0));
-                let j = |raw: &[f64], z: f64| {
-                    let (x, ld) = rq_forward(raw, bound, z);
-                    x_bar * x + w * ld
-                };
-                let mut raw_grad = vec![0.0; p];
-                let g = rq_forward_backward(&raw, bound, z, x_bar, w, &mut raw_grad);
-                let fd = (j(&raw, z + h) - j(&raw, z - h)) / (2.0 * h);
-                assert!(grad_close(g, fd), "K = {bins} z = {z}: {g} vs {fd}");
-                for q in 0..p {
-                    let (mut up, mut down) = (raw.clone(), raw.clone());
-                    up[q] += h;
-                    down[q] -= h;
-                    let fd = (j(&up, z) - j(&down, z)) / (2.0 * h);
-                    assert!(
-                        grad_close(raw_grad[q], fd),
-                        "K = {bins} z = {z} raw {q}: {} vs {fd}",
-                        raw_grad[q]
-                    );
-                }
-            }
-        }
-        // The identity outside [−B, B], NaN and ±∞ included: x̄ back, nothing added.
-        let raw = vec![0.3; params_per_coordinate(3)];
-        for z in [-2.5, 2.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let mut raw_grad = vec![0.0; raw.len()];
-            assert_eq!(
-                rq_forward_backward(&raw, 2.0, z, 0.7, 1.3, &mut raw_grad),
-                0.7
-            );
-            assert!(raw_grad.iter().all(|&g| g == 0.0));
         }
     }
 

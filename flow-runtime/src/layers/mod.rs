@@ -151,17 +151,12 @@ pub trait Layer<F: Float>: Send + Sync {
     /// `param_grad` (length [`Layer::param_len`], the layout of [`Layer::visit_params`]).
     fn forward_backward_block(
         &self,
-        _z: ArrayView2<'_, F>,
-        _grad: ArrayViewMut2<'_, F>,
-        _weight: ArrayView1<'_, F>,
-        _param_grad: &mut [F],
-        _ws: &mut Workspace<F>,
-    ) {
-        unimplemented!(
-            "TEMPORARY default while the layers gain it: {}",
-            self.kind()
-        )
-    }
+        z: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    );
 }
 
 /// A layer acting on each coordinate separately: the scalar kernels that get fused.
@@ -181,9 +176,7 @@ pub trait Elementwise<F: Float> {
     /// weight `w` of this log-det in `J`, returns `∂J/∂x = y_bar·dy/dx + w·d(log-det)/dx`
     /// and adds `∂J/∂θ` for coordinate `j` into `param_grad` (as in
     /// [`Elementwise::inverse_backward`]).
-    fn forward_backward(&self, _j: usize, _x: F, _y_bar: F, _w: F, _param_grad: &mut [F]) -> F {
-        unimplemented!("TEMPORARY default while the layers gain it")
-    }
+    fn forward_backward(&self, j: usize, x: F, y_bar: F, w: F, param_grad: &mut [F]) -> F;
 }
 
 /// The backward companion of [`map_rows`]: for every entry, `f(j, y, grad, weight_of_row)`
