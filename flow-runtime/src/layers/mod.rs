@@ -16,6 +16,7 @@ use crate::workspace::Workspace;
 
 pub mod actnorm;
 pub mod autoregressive;
+pub mod batch_norm;
 pub mod coupling;
 pub mod elementwise;
 pub mod linear;
@@ -27,6 +28,7 @@ pub mod spline;
 pub use crate::made::Order;
 pub use actnorm::ActNorm;
 pub use autoregressive::{Autoregressive, Side};
+pub use batch_norm::BatchNorm;
 pub use coupling::{Activation, Coupling, CouplingTransform, Mask};
 pub use elementwise::{
     Affine, Atanh, Exp, LeakyRelu, Log, Logit, Scale, Shift, Sigmoid, Softplus, Tanh,
@@ -157,6 +159,58 @@ pub trait Layer<F: Float>: Send + Sync {
         param_grad: &mut [F],
         ws: &mut Workspace<F>,
     );
+
+    /// Whether the layer's training pass differs from its evaluation pass by normalising
+    /// with the statistics of the block itself (batch normalisation); `false` for every
+    /// other layer.
+    fn uses_batch_statistics(&self) -> bool {
+        false
+    }
+
+    /// [`Layer::inverse_block`] as run in training. A layer that uses batch statistics
+    /// computes them from `y` (so the rows are coupled); every other layer runs its
+    /// ordinary inverse.
+    fn inverse_block_training(
+        &self,
+        y: ArrayViewMut2<'_, F>,
+        log_det: ArrayViewMut1<'_, F>,
+        ws: &mut Workspace<F>,
+    ) {
+        self.inverse_block(y, log_det, ws)
+    }
+
+    /// Reverse mode through [`Layer::inverse_block_training`], with the arguments of
+    /// [`Layer::inverse_backward_block`]; for a layer that uses batch statistics it
+    /// includes their dependence on every row. Every other layer runs its ordinary
+    /// inverse backward.
+    fn inverse_backward_block_training(
+        &self,
+        y: ArrayView2<'_, F>,
+        grad: ArrayViewMut2<'_, F>,
+        weight: ArrayView1<'_, F>,
+        param_grad: &mut [F],
+        ws: &mut Workspace<F>,
+    ) {
+        self.inverse_backward_block(y, grad, weight, param_grad, ws)
+    }
+
+    /// Updates the running statistics (the buffers) from `y`, a block this layer's
+    /// training inverse received; nothing for layers without them.
+    fn track_batch_statistics(&mut self, _y: ArrayView2<'_, F>) {}
+
+    /// The number of buffer elements: state saved with the model that is not learnt by
+    /// gradient (running statistics); 0 for most layers.
+    fn buffer_len(&self) -> usize {
+        0
+    }
+
+    /// Visits each buffer as `(name, shape, values)` (see [`Layer::buffer_len`]).
+    #[allow(clippy::type_complexity)]
+    fn visit_buffers(&self, _visit: &mut dyn FnMut(&str, &[usize], &[F])) {}
+
+    /// Visits each buffer mutably, in the same order as [`Layer::visit_buffers`].
+    #[allow(clippy::type_complexity)]
+    fn visit_buffers_mut(&mut self, _visit: &mut dyn FnMut(&str, &[usize], &mut [F])) {}
 }
 
 /// A layer acting on each coordinate separately: the scalar kernels that get fused.
