@@ -1,9 +1,9 @@
 //! The chain's code: the fused block kernels behind `Flow` and `Density`, and the
-//! heap-free point API. Consecutive elementwise layers become one `map_rows` pass over
+//! heap-free point API (for a forward-only flow, its refused scoring methods). Consecutive elementwise layers become one `map_rows` pass over
 //! their nested kernels, so their log-dets add up in registers.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::quote;
 use syn::Ident;
 
 use super::{Names, runtime};
@@ -268,7 +268,10 @@ fn forward_only_methods(flow: &Flow, names: &Names, point: &TokenStream) -> Toke
         .forward_only_layer()
         .expect("called for flows with a forward-only layer");
     let layer_type = layer.kind.runtime_type(&rt, float);
-    let bound = quote_spanned!(layer.span=> #layer_type: #rt::flow::AnalyticInverse<'a>);
+    let bound = respan(
+        quote!(#layer_type: #rt::flow::AnalyticInverse<'a>),
+        layer.span,
+    );
     let never = quote!(::core::unreachable!(
         "a forward-only layer has no AnalyticInverse"
     ));
@@ -302,4 +305,23 @@ fn forward_only_methods(flow: &Flow, names: &Names, point: &TokenStream) -> Toke
             #never
         }
     }
+}
+
+/// `tokens` with every token (inside groups too) given `span`, so that rustc points at the
+/// user's layer wherever it reports on them.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            TokenTree::Group(group) => {
+                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                TokenTree::Group(new)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
 }
