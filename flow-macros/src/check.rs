@@ -11,7 +11,7 @@ use syn::Error;
 
 use crate::ir::{
     AutoregressiveSpec, CouplingSpec, CouplingTransform, Dim, Flow, Layer, LayerKind, MaskSpec,
-    PermuteSpec, SplineSpec, Support,
+    Num, PermuteSpec, SplineSpec, Support,
 };
 
 /// What checking learned about a valid flow.
@@ -113,6 +113,7 @@ fn check_layer(
             check_coupling(spec, layer.span, dim, errors, dim_rules);
         }
         LayerKind::Spline(spec) => check_spline(spec, errors),
+        LayerKind::BatchNorm { momentum, eps } => check_batch_norm(*momentum, *eps, errors),
         LayerKind::Linear(_, Some((width, place))) => match dim {
             Some(d) if *width != d as u64 => errors.push(place.error(format!(
                 "`linear({width})` on dim = {d} is not a bijection: an invertible linear map is square, {d} × {d}; write `linear` (its width is always `dim`)"
@@ -145,6 +146,22 @@ fn check_spline(spec: &SplineSpec, errors: &mut Vec<Error>) {
         errors.push(bound.place.error(format!(
             "a spline's `bound` is the half-width of the interval [−bound, bound] it reshapes, so it must be positive, found {:?}; use e.g. `bound = 5.0` (outside it the spline is the identity)",
             bound.value
+        )));
+    }
+}
+
+/// The running statistics' momentum is a fraction in (0, 1]; `eps` keeps the variance off 0.
+fn check_batch_norm(momentum: Num, eps: Num, errors: &mut Vec<Error>) {
+    if !(momentum.value > 0.0 && momentum.value <= 1.0) {
+        errors.push(momentum.place.error(format!(
+            "`batch_norm`'s `momentum` is the weight of each training batch in the running statistics (running = (1 − momentum)·running + momentum·batch), so it must be in (0, 1], found {:?}; use e.g. `momentum = 0.1`",
+            momentum.value
+        )));
+    }
+    if !(eps.value.is_finite() && eps.value > 0.0) {
+        errors.push(eps.place.error(format!(
+            "`batch_norm`'s `eps` is added to the variance before its square root, so it must be positive and finite, found {:?}; use e.g. `eps = 1e-5`",
+            eps.value
         )));
     }
 }

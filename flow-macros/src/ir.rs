@@ -121,6 +121,12 @@ pub enum LayerKind {
     Autoregressive(AutoregressiveSpec),
     /// `actnorm`: a per-coordinate affine map initialised from the first batch of data.
     ActNorm,
+    /// `batch_norm(momentum = 0.1, eps = 1e-5)`: batch statistics in training, running
+    /// statistics otherwise.
+    BatchNorm {
+        momentum: Num,
+        eps: Num,
+    },
     /// `planar` (Rezende & Mohamed 2015): forward-only, no analytic inverse.
     Planar,
     /// `radial` (Rezende & Mohamed 2015): forward-only, no analytic inverse.

@@ -356,6 +356,7 @@ impl Lowering<'_> {
             "autoregressive" => self.autoregressive(&args, span, false),
             "inverse_autoregressive" => self.autoregressive(&args, span, true),
             "actnorm" => Some(LayerKind::ActNorm),
+            "batch_norm" => self.batch_norm(&args, span),
             "planar" => Some(LayerKind::Planar),
             "radial" => Some(LayerKind::Radial),
             _ => unreachable!("every table entry is lowered"),
@@ -649,6 +650,23 @@ impl Lowering<'_> {
         Some(SplineSpec {
             bins: bins?,
             bound: bound?,
+        })
+    }
+
+    /// `batch_norm(momentum = 0.1, eps = 1e-5)`, both optional (`check` tests their ranges).
+    fn batch_norm(&mut self, args: &Args, span: Span) -> Option<LayerKind> {
+        let place = span.into();
+        let momentum = match args.get("momentum") {
+            Some(v) => self.number(v, "`momentum`"),
+            None => Some(Num { value: 0.1, place }),
+        };
+        let eps = match args.get("eps") {
+            Some(v) => self.number(v, "`eps`"),
+            None => Some(Num { value: 1e-5, place }),
+        };
+        Some(LayerKind::BatchNorm {
+            momentum: momentum?,
+            eps: eps?,
         })
     }
 

@@ -153,6 +153,12 @@ pub const LAYERS: &[LayerEntry] = &[
         usage: &["actnorm"],
     },
     LayerEntry {
+        name: "batch_norm",
+        options: &["momentum", "eps"],
+        positional: 0,
+        usage: &["batch_norm", "batch_norm(momentum = 0.1, eps = 1e-5)"],
+    },
+    LayerEntry {
         name: "planar",
         options: &[],
         positional: 0,
@@ -293,9 +299,16 @@ impl LayerKind {
             LayerKind::Autoregressive(spec) if spec.inverse => "inverse_autoregressive",
             LayerKind::Autoregressive(_) => "autoregressive",
             LayerKind::ActNorm => "actnorm",
+            LayerKind::BatchNorm { .. } => "batch_norm",
             LayerKind::Planar => "planar",
             LayerKind::Radial => "radial",
         }
+    }
+
+    /// Whether the layer normalises with the statistics of the training batch
+    /// (`batch_norm`): its training pass then couples the rows of a batch.
+    pub fn uses_batch_statistics(&self) -> bool {
+        matches!(self, LayerKind::BatchNorm { .. })
     }
 
     /// Whether the layer's inverse is analytic (exact and cheap), so that a flow made of
@@ -313,6 +326,7 @@ impl LayerKind {
                 | LayerKind::Coupling(_)
                 | LayerKind::Linear(..)
                 | LayerKind::Autoregressive(_)
+                | LayerKind::BatchNorm { .. }
                 | LayerKind::Planar
                 | LayerKind::Radial
         )
@@ -360,6 +374,7 @@ impl LayerKind {
             | LayerKind::Coupling(_)
             | LayerKind::Linear(..)
             | LayerKind::Autoregressive(_)
+            | LayerKind::BatchNorm { .. }
             | LayerKind::Planar
             | LayerKind::Radial => Real,
         }
@@ -386,6 +401,7 @@ impl LayerKind {
             LayerKind::Linear(LinearSpec::Orthogonal, _) => quote!(OrthogonalLinear<#float>),
             LayerKind::Autoregressive(_) => quote!(Autoregressive<#float>),
             LayerKind::ActNorm => quote!(ActNorm<#float>),
+            LayerKind::BatchNorm { .. } => quote!(BatchNorm<#float>),
             LayerKind::Planar => quote!(Planar<#float>),
             LayerKind::Radial => quote!(Radial<#float>),
         };
@@ -445,6 +461,10 @@ impl LayerKind {
             }
             LayerKind::Autoregressive(spec) => autoregressive_constructor(&layers, dim, spec),
             LayerKind::ActNorm => quote!(#layers::ActNorm::new(#dim)),
+            LayerKind::BatchNorm { momentum, eps } => {
+                let (m, e) = (momentum.value, eps.value);
+                quote!(#layers::BatchNorm::new(#dim, #m, #e))
+            }
             LayerKind::Planar => quote!(#layers::Planar::new(#dim, rng)),
             LayerKind::Radial => quote!(#layers::Radial::new(#dim, rng)),
         }
@@ -464,6 +484,10 @@ impl LayerKind {
                 format!("permute([{}])", list(&mut perm.iter().map(u64::to_string)))
             }
             LayerKind::Spline(spec) => describe_spline(spec),
+            LayerKind::BatchNorm { momentum, eps } => format!(
+                "batch_norm(momentum = {:?}, eps = {:?})",
+                momentum.value, eps.value
+            ),
             LayerKind::Linear(LinearSpec::Lu { seed: None }, _) => "linear".into(),
             LayerKind::Linear(LinearSpec::Lu { seed: Some(seed) }, _) => {
                 format!("linear(seed = {seed})")

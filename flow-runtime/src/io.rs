@@ -78,7 +78,7 @@ pub fn to_bytes<F: Float, M: Parameters<F> + ?Sized>(
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut problem = None;
     let mut names = HashSet::new();
-    model.visit_params(&mut |layer, name, shape, values| {
+    model.visit_state(&mut |layer, name, shape, values| {
         let full = tensor_name(layer, name);
         if problem.is_some() {
             return;
@@ -154,7 +154,7 @@ pub fn from_bytes<F: Float, M: Parameters<F> + ?Sized>(
     let mut ranges = Vec::new();
     let mut seen = HashSet::new();
     let mut problem = None;
-    model.visit_params(&mut |layer, name, shape, values| {
+    model.visit_state(&mut |layer, name, shape, values| {
         if problem.is_some() {
             return;
         }
@@ -210,7 +210,7 @@ pub fn from_bytes<F: Float, M: Parameters<F> + ?Sized>(
     }
 
     let mut ranges = ranges.into_iter();
-    model.visit_params_mut(&mut |_, _, _, values| {
+    model.visit_state_mut(&mut |_, _, _, values| {
         if let Some(range) = ranges.next() {
             decode(&data[range], values);
         }

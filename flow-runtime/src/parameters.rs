@@ -26,6 +26,31 @@ pub trait Parameters<F: Float>: Flow<F> {
     /// [`Flow::layers`]).
     fn layers_mut(&mut self) -> Vec<&mut dyn Layer<F>>;
 
+    /// Visits each buffer — state saved with the parameters but not learnt by gradient
+    /// (`batch_norm`'s running statistics) — as `(layer field, name, shape, values)`. The
+    /// default, for a flow without such layers, visits nothing; generated flows visit
+    /// their layers' [`Layer::visit_buffers`].
+    #[allow(clippy::type_complexity)]
+    fn visit_buffers(&self, _visit: &mut dyn FnMut(&str, &str, &[usize], &[F])) {}
+
+    /// Visits each buffer mutably, in the same order as [`Parameters::visit_buffers`].
+    #[allow(clippy::type_complexity)]
+    fn visit_buffers_mut(&mut self, _visit: &mut dyn FnMut(&str, &str, &[usize], &mut [F])) {}
+
+    /// Everything a parameter file holds: the parameters, then the buffers.
+    #[allow(clippy::type_complexity)]
+    fn visit_state(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[F])) {
+        self.visit_params(visit);
+        self.visit_buffers(visit);
+    }
+
+    /// [`Parameters::visit_state`], mutably.
+    #[allow(clippy::type_complexity)]
+    fn visit_state_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [F])) {
+        self.visit_params_mut(visit);
+        self.visit_buffers_mut(visit);
+    }
+
     /// Whether some layer waits for a data-dependent initialisation (an `actnorm` that has
     /// seen no data yet): then [`crate::Trainable::initialize_from_data`] should run
     /// before training, as [`crate::fit`] does on its first minibatch.

@@ -546,6 +546,8 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
     let mut grads = vec![F::zero(); params];
     let mut best = vec![F::zero(); params];
     model.params_to_slice(&mut best);
+    // The running statistics (buffers) that go with the best parameters.
+    let mut best_buffers = buffers_of(&*model);
 
     let mut report = FitReport {
         train_loss: Vec::with_capacity(total),
@@ -574,6 +576,7 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
     let mut evals_without_improvement = 0;
     let base_lr = options.learning_rate;
     let clip = options.clip_norm.map(F::of);
+    let tracks_statistics = model.uses_batch_statistics();
 
     for step in 0..total {
         if epoch_cursor == steps_per_epoch {
@@ -591,6 +594,10 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
         if loss.is_finite() && grads.iter().all(|g| g.is_finite()) {
             if let Some(max_norm) = clip {
                 clip_grad_norm(&mut grads, max_norm);
+            }
+            // The running statistics follow the batch the gradient was taken on.
+            if tracks_statistics {
+                model.track_batch_statistics(batch_rows.view())?;
             }
             let lr = F::of(options.schedule.lr_at(base_lr, step, total));
             optimizer.step(model, &grads, lr);
@@ -624,6 +631,7 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
                 report.best_step = done;
                 report.best_val_loss = Some(v);
                 model.params_to_slice(&mut best);
+                best_buffers = buffers_of(&*model);
                 evals_without_improvement = 0;
             } else {
                 evals_without_improvement += 1;
@@ -662,11 +670,28 @@ pub fn fit_with<F: Float, M: Trainable<F> + ?Sized, O: Optimizer<F>>(
 
     if validation.is_some() {
         model.params_from_slice(&best);
+        set_buffers(model, &best_buffers);
     } else {
         report.best_step = report.steps;
     }
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The flow's buffers, flat (empty for most flows).
+fn buffers_of<F: Float, M: Parameters<F> + ?Sized>(model: &M) -> Vec<F> {
+    let mut out = Vec::new();
+    model.visit_buffers(&mut |_, _, _, values| out.extend_from_slice(values));
+    out
+}
+
+/// Sets the buffers from [`buffers_of`]'s layout.
+fn set_buffers<F: Float, M: Parameters<F> + ?Sized>(model: &mut M, values: &[F]) {
+    let mut offset = 0;
+    model.visit_buffers_mut(&mut |_, _, _, b| {
+        b.copy_from_slice(&values[offset..offset + b.len()]);
+        offset += b.len();
+    });
 }
 
 /// The mean NLL of `rows` (a log-density pass only): `+inf` if a row is outside the support.

@@ -47,6 +47,37 @@ pub trait Trainable<F: Float>: Density<F> + Parameters<F> {
         Ok(())
     }
 
+    /// Whether some layer normalises with batch statistics (`batch_norm`). Then the
+    /// gradient methods run a batch as one block (its statistics are the whole batch's,
+    /// and they couple its rows), and [`crate::fit`] updates the running statistics after
+    /// each step's gradient ([`Trainable::track_batch_statistics`]).
+    fn uses_batch_statistics(&self) -> bool {
+        self.layers().iter().any(|l| l.uses_batch_statistics())
+    }
+
+    /// Updates the running statistics of every layer that uses batch statistics from the
+    /// training batch `x`: the training inverse runs layer by layer from the data side and
+    /// each such layer sees the block its inverse receives
+    /// ([`Layer::track_batch_statistics`](crate::Layer::track_batch_statistics)). Checks
+    /// `x` like the other batch methods; does nothing for flows without such layers.
+    fn track_batch_statistics(&mut self, x: ArrayView2<'_, F>) -> Result<(), FlowError> {
+        check_batch(x, self.dim())?;
+        let mut layers = self.layers_mut();
+        let Some(last) = layers.iter().position(|l| l.uses_batch_statistics()) else {
+            return Ok(());
+        };
+        let mut block = x.to_owned();
+        let mut log_det = Array1::zeros(block.nrows());
+        let mut ws = Workspace::default();
+        for layer in layers[last..].iter_mut().rev() {
+            if layer.uses_batch_statistics() {
+                layer.track_batch_statistics(block.view());
+            }
+            layer.inverse_block_training(block.view_mut(), log_det.view_mut(), &mut ws);
+        }
+        Ok(())
+    }
+
     /// The reverse-mode pass over one block: writes `log p(x_i)` into `log_prob`, and for
     /// `J = Σ_i weight[i]·log p(x_i)` writes `∂J/∂x` into `grad_x` and adds `∂J/∂θ` into
     /// `param_grad`. Inputs are not checked: use [`Trainable::log_prob_and_grad`].
@@ -81,9 +112,10 @@ pub trait Trainable<F: Float>: Density<F> + Parameters<F> {
             check_len("grad_x columns", g.ncols(), x.ncols())?;
         }
         let mut log_prob = Array1::zeros(x.nrows());
+        let block = block_size(self, x.nrows());
         F::with_scratch(|s| {
-            for (start, xb) in x.axis_chunks_iter(Axis(0), BLOCK_ROWS).enumerate() {
-                let rows = start * BLOCK_ROWS..start * BLOCK_ROWS + xb.nrows();
+            for (start, xb) in x.axis_chunks_iter(Axis(0), block).enumerate() {
+                let rows = start * block..start * block + xb.nrows();
                 let lp = log_prob.slice_mut(ndarray::s![rows.clone()]);
                 let w = weight.slice(ndarray::s![rows.clone()]);
                 match grad_x.as_mut() {
@@ -138,7 +170,7 @@ pub trait Trainable<F: Float>: Density<F> + Parameters<F> {
             return Ok(F::zero());
         }
         let weight = -F::one() / F::of(n as f64);
-        let total = if n >= 2 * PARALLEL_MIN_ROWS {
+        let total = if n >= 2 * PARALLEL_MIN_ROWS && !self.uses_batch_statistics() {
             let (first, second) = x.split_at(Axis(0), n / 2);
             let mut spare = F::with_scratch(|s| std::mem::take(&mut s.spare_grad));
             spare.clear();
@@ -172,8 +204,9 @@ fn weighted_log_prob_and_grad<F: Float, M: Trainable<F> + ?Sized>(
     param_grad: &mut [F],
 ) -> F {
     let mut total = F::zero();
+    let block = block_size(model, x.nrows());
     F::with_scratch(|s| {
-        for xb in x.axis_chunks_iter(Axis(0), BLOCK_ROWS) {
+        for xb in x.axis_chunks_iter(Axis(0), block) {
             let rows = xb.nrows();
             let [w, lp] = &mut s.per_row;
             w.clear();
@@ -194,6 +227,16 @@ fn weighted_log_prob_and_grad<F: Float, M: Trainable<F> + ?Sized>(
         }
     });
     total
+}
+
+/// Rows per block of the gradient methods: [`BLOCK_ROWS`], or the whole batch of `rows`
+/// for a flow that normalises with batch statistics.
+fn block_size<F: Float, M: Trainable<F> + ?Sized>(model: &M, rows: usize) -> usize {
+    if model.uses_batch_statistics() {
+        rows.max(1)
+    } else {
+        BLOCK_ROWS
+    }
 }
 
 fn block_buffer<F: Float>(buf: &mut Vec<F>, rows: usize, cols: usize) -> ArrayViewMut2<'_, F> {

@@ -39,6 +39,14 @@ pub(super) fn parameters(flow: &Flow, names: &Names) -> TokenStream {
             fn layers_mut(&mut self) -> ::std::vec::Vec<&mut dyn #rt::Layer<#float>> {
                 ::std::vec![#(&mut self.#fields as &mut dyn #rt::Layer<#float>),*]
             }
+
+            fn visit_buffers(&self, visit: &mut dyn FnMut(&str, &str, &[usize], &[#float])) {
+                #(#rt::Layer::<#float>::visit_buffers(&self.#fields, &mut |name, shape, values| visit(#field_names, name, shape, values));)*
+            }
+
+            fn visit_buffers_mut(&mut self, visit: &mut dyn FnMut(&str, &str, &[usize], &mut [#float])) {
+                #(#rt::Layer::<#float>::visit_buffers_mut(&mut self.#fields, &mut |name, shape, values| visit(#field_names, name, shape, values));)*
+            }
         }
     }
 }
@@ -93,13 +101,20 @@ fn backward_body(flow: &Flow, names: &Names, grads: &[Ident]) -> TokenStream {
     let last = &tape[tape_len - 1];
     let passes = inverse_steps.iter().enumerate().map(|(k, step)| {
         let (input, output) = (&tape[k], &tape[k + 1]);
-        let apply = block_step(
-            step,
-            names,
-            Direction::Inverse,
-            &quote!(#output),
-            &quote!(log_prob),
-        );
+        let apply = match step {
+            // A layer normalising with batch statistics runs its training pass here.
+            Step::Single(i) if flow.layers[*i].kind.uses_batch_statistics() => {
+                let field = &names.fields[*i];
+                quote!(self.#field.inverse_block_training(#output.view_mut(), log_prob.view_mut(), ws);)
+            }
+            _ => block_step(
+                step,
+                names,
+                Direction::Inverse,
+                &quote!(#output),
+                &quote!(log_prob),
+            ),
+        };
         quote! {
             #output.assign(&#input);
             #apply
@@ -107,7 +122,7 @@ fn backward_body(flow: &Flow, names: &Names, grads: &[Ident]) -> TokenStream {
     });
     let backwards = inverse_steps.iter().enumerate().rev().map(|(k, step)| {
         let input = &tape[k];
-        step_backward(step, names, grads, input)
+        step_backward(flow, step, names, grads, input)
     });
     quote! {
         let [#(mut #tape),*] = #rt::workspace::tape_views::<#tape_len, #float>(tape, x.nrows(), x.ncols());
@@ -120,12 +135,23 @@ fn backward_body(flow: &Flow, names: &Names, grads: &[Ident]) -> TokenStream {
 }
 
 /// One step's backward, with `input` the block its inverse received.
-fn step_backward(step: &Step, names: &Names, grads: &[Ident], input: &Ident) -> TokenStream {
+fn step_backward(
+    flow: &Flow,
+    step: &Step,
+    names: &Names,
+    grads: &[Ident],
+    input: &Ident,
+) -> TokenStream {
     let rt = runtime();
     match step {
         Step::Single(i) => {
             let (field, grad) = (&names.fields[*i], &grads[*i]);
-            quote!(self.#field.inverse_backward_block(#input.view(), grad.view_mut(), weight, #grad, ws);)
+            let method = if flow.layers[*i].kind.uses_batch_statistics() {
+                quote!(inverse_backward_block_training)
+            } else {
+                quote!(inverse_backward_block)
+            };
+            quote!(self.#field.#method(#input.view(), grad.view_mut(), weight, #grad, ws);)
         }
         Step::Fused(run) => {
             // Inverse order: the run's last (data-side) layer first. `v_i` enters layer i.
