@@ -50,7 +50,8 @@ pub trait Trainable<F: Float>: Density<F> + Parameters<F> {
     /// Whether some layer normalises with batch statistics (`batch_norm`). Then the
     /// gradient methods run a batch as one block (its statistics are the whole batch's,
     /// and they couple its rows), and [`crate::fit`] updates the running statistics after
-    /// each step's gradient ([`Trainable::track_batch_statistics`]).
+    /// each step's gradient ([`Trainable::track_batch_statistics`]). Generated flows
+    /// answer with a constant (this default collects the layers, which allocates).
     fn uses_batch_statistics(&self) -> bool {
         self.layers().iter().any(|l| l.uses_batch_statistics())
     }

@@ -64,8 +64,13 @@ pub(super) fn trainable(flow: &Flow, names: &Names) -> TokenStream {
     // The layers' slices of the flat gradient, then the base's.
     let layer_count = fields.len() + 1;
     let backward = backward_body(flow, names, &grads);
+    let batch_statistics = flow.layers.iter().any(|l| l.kind.uses_batch_statistics());
     quote! {
         impl #impl_generics #rt::Trainable<#float> for #ty #ty_generics #where_clause {
+            fn uses_batch_statistics(&self) -> bool {
+                #batch_statistics
+            }
+
             #[allow(unused_variables, unused_mut)]
             fn log_prob_backward_block(
                 &self,
