@@ -65,6 +65,49 @@ mod tests {
     }
 
     #[test]
+    fn a_forward_only_flow_has_no_density_and_refuses_scoring_at_the_call() {
+        let code = flow(quote!(pub struct Ring { dim = 2; affine; planar; radial })).to_string();
+        assert!(!code.contains("Density < f32 > for Ring"), "{code}");
+        assert!(!code.contains("Trainable < f32 > for Ring"), "{code}");
+        assert!(code.contains("Variational < f32 > for Ring"), "{code}");
+        assert!(code.contains("Parameters < f32 > for Ring"), "{code}");
+        // The first forward-only layer is named in the bounds of the refused methods.
+        assert_eq!(
+            code.matches(
+                "Planar < f32 > : :: flowgen :: __private :: flow :: AnalyticInverse < 'a >"
+            )
+            .count(),
+            4,
+            "{code}"
+        );
+        assert!(!code.contains("compile_error"), "{code}");
+    }
+
+    #[test]
+    fn batch_norm_trains_on_batch_statistics() {
+        let code = flow(quote!(pub struct Normed { dim = 2; coupling(mask = even); batch_norm }))
+            .to_string();
+        assert!(
+            code.contains("fn uses_batch_statistics (& self) -> bool { true }"),
+            "{code}"
+        );
+        assert!(
+            code.contains("batch_norm_1 . inverse_block_training"),
+            "{code}"
+        );
+        assert!(
+            code.contains("batch_norm_1 . inverse_backward_block_training"),
+            "{code}"
+        );
+        let plain = flow(quote!(pub struct Plain { dim = 2; coupling(mask = even) })).to_string();
+        assert!(
+            plain.contains("fn uses_batch_statistics (& self) -> bool { false }"),
+            "{plain}"
+        );
+        assert!(!plain.contains("_training"), "{plain}");
+    }
+
+    #[test]
     fn an_invalid_flow_gives_all_errors_and_a_stub() {
         let code = flow(quote!(pub struct Bad { dim = 2; afine; relu })).to_string();
         assert_eq!(code.matches("compile_error").count(), 2, "{code}");

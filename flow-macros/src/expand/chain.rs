@@ -124,7 +124,7 @@ pub(super) fn generics(flow: &Flow) -> syn::Generics {
         .unwrap_or_default()
 }
 
-/// `impl Flow` and `impl Density`.
+/// `impl Flow`, and `impl Density` when every layer has an analytic inverse.
 pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
     let rt = runtime();
     let Names { ty, float, fields } = names;
@@ -135,7 +135,7 @@ pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
     let inverse = block_body(flow, names, Direction::Inverse);
     let density = if flow.has_density() {
         quote! {
-        impl #impl_generics #rt::Density<#float> for #ty #ty_generics #where_clause {
+            impl #impl_generics #rt::Density<#float> for #ty #ty_generics #where_clause {
                 #[allow(unused_variables)]
                 fn inverse_block(
                     &self,
