@@ -122,6 +122,85 @@ pub fn heatmap(
     Ok(())
 }
 
+/// Densities side by side, one panel per `(title, density)` (each row-major, `cells ×
+/// cells`, over `window`, row 0 at the bottom, as for [`heatmap`]), all on one linear
+/// `viridis` scale from 0 to the first panel's 99.5th percentile (values above saturate), so
+/// a reference density in the first panel and estimates of it beside it compare directly.
+// Only the variational example draws these: the others would warn of dead code.
+#[allow(dead_code)]
+pub fn heatmap_row(
+    path: &Path,
+    window: Window,
+    cells: usize,
+    panels: &[(&str, &[f64])],
+) -> Result<(), Box<dyn Error>> {
+    let width = 600 * panels.len().max(1) as u32;
+    let root = BitMapBackend::new(path, (width, 580)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut reference: Vec<f64> = panels
+        .first()
+        .map(|(_, d)| d.iter().copied().filter(|v| v.is_finite()).collect())
+        .unwrap_or_default();
+    reference.sort_by(f64::total_cmp);
+    let max = reference
+        .get(reference.len() * 995 / 1000)
+        .copied()
+        .unwrap_or(1.0)
+        .max(1e-300);
+    let (dx, dy) = (
+        (window.1 - window.0) / cells as f64,
+        (window.3 - window.2) / cells as f64,
+    );
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, (title, density)) in areas.iter().zip(panels) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(*title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(window.0..window.1, window.2..window.3)?;
+        chart.configure_mesh().disable_mesh().draw()?;
+        chart.draw_series((0..cells * cells).map(|k| {
+            let (row, col) = (k / cells, k % cells);
+            let (x0, y0) = (window.0 + col as f64 * dx, window.2 + row as f64 * dy);
+            let value = density.get(k).copied().unwrap_or(f64::NAN);
+            let level = if value.is_finite() {
+                (value / max).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            Rectangle::new(
+                [(x0, y0), (x0 + dx, y0 + dy)],
+                ViridisRGB::get_color(level).filled(),
+            )
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// A normalised 2-D histogram of `points` on the `cells × cells` grid over `window` (the
+/// layout of [`grid_points`]): each cell's count over `n · cell area`, an estimate of the
+/// density the points were drawn from. Points outside the window count in `n` only.
+// Only the variational example draws these: the others would warn of dead code.
+#[allow(dead_code)]
+pub fn histogram(points: &[(f64, f64)], window: Window, cells: usize) -> Vec<f64> {
+    let (dx, dy) = (
+        (window.1 - window.0) / cells as f64,
+        (window.3 - window.2) / cells as f64,
+    );
+    let mut counts = vec![0.0; cells * cells];
+    for &(x, y) in points {
+        let (col, row) = (((x - window.0) / dx).floor(), ((y - window.2) / dy).floor());
+        if (0.0..cells as f64).contains(&col) && (0.0..cells as f64).contains(&row) {
+            counts[row as usize * cells + col as usize] += 1.0;
+        }
+    }
+    let scale = 1.0 / (points.len().max(1) as f64 * dx * dy);
+    counts.iter_mut().for_each(|c| *c *= scale);
+    counts
+}
+
 /// Loss curves: `(name, points)` each, `x` the step.
 pub fn curves(
     path: &Path,
