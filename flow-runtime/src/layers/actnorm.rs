@@ -9,7 +9,7 @@ use ndarray::{ArrayView2, Axis};
 
 use crate::float::Float;
 use crate::layers::elementwise::{Affine, ElementwiseParams};
-use crate::layers::{Elementwise, elementwise_layer};
+use crate::layers::{Elementwise, LANES, elementwise_layer};
 
 /// Added to a coordinate's standard deviation before taking its log in
 /// [`ActNorm::init_from_data`], so that a constant coordinate gives a finite scale.
@@ -92,6 +92,14 @@ impl<F: Float> Elementwise<F> for ActNorm<F> {
     #[inline(always)]
     fn inverse(&self, j: usize, y: F) -> (F, F) {
         self.affine.inverse(j, y)
+    }
+    #[inline(always)]
+    fn forward_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
+        self.affine.forward_lanes(j, v, acc)
+    }
+    #[inline(always)]
+    fn inverse_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
+        self.affine.inverse_lanes(j, v, acc)
     }
     #[inline]
     fn inverse_backward(&self, j: usize, y: F, x_bar: F, w: F, param_grad: &mut [F]) -> F {
