@@ -733,7 +733,7 @@ pub(crate) fn has_avx2_fma() -> bool {
 
 /// `x·w + o`: rounded once with `FMA`, else a multiply and an add.
 #[inline(always)]
-fn madd<F: Float, const FMA: bool>(x: F, w: F, o: F) -> F {
+pub(crate) fn madd<F: Float, const FMA: bool>(x: F, w: F, o: F) -> F {
     if FMA { x.mul_add(w, o) } else { o + x * w }
 }
 

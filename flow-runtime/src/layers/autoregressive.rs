@@ -140,10 +140,100 @@ fn gather<F: Float>(x: ArrayView2<'_, F>, dst: &mut [F]) {
     }
 }
 
-/// Copies the row-major `src` into the rows of `x`.
-fn scatter<F: Float>(src: &[F], mut x: ArrayViewMut2<'_, F>) {
-    for (d, &v) in x.iter_mut().zip(src) {
-        *d = v;
+/// Copies the block `x` into the feature-major `xt`: `xt[c·rows + r] = x[r, c]`.
+fn to_feature_major<F: Float>(x: ArrayView2<'_, F>, xt: &mut [F]) {
+    let rows = x.nrows();
+    for (r, row) in x.rows().into_iter().enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            xt[c * rows + r] = v;
+        }
+    }
+}
+
+/// Copies the feature-major `xt` back into the block `x` (the inverse of
+/// [`to_feature_major`]).
+fn from_feature_major<F: Float>(xt: &[F], mut x: ArrayViewMut2<'_, F>) {
+    let rows = x.nrows();
+    for (r, mut row) in x.rows_mut().into_iter().enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = xt[c * rows + r];
+        }
+    }
+}
+
+/// Coordinate `c` of every row of the feature-major block `xt` of `rows` rows.
+fn column<F>(xt: &mut [F], c: usize, rows: usize) -> &mut [F] {
+    &mut xt[c * rows..][..rows]
+}
+
+/// [`step`] for one coordinate of every row of a feature-major block: `v` its values,
+/// `params` its parameters (parameter `i` of row `r` at `params[i·rows + r]`), the
+/// log-dets added to `acc`; `p` (`P` elements) holds one row's parameters for the
+/// transforms without a loop of their own. Compiled for AVX2 where the processor has it,
+/// so that the affine loop vectorises; the arithmetic is [`step`]'s either way.
+fn steps_t<F: Float>(
+    transform: CouplingTransform,
+    inverse: bool,
+    v: &mut [F],
+    params: &[F],
+    acc: &mut [F],
+    p: &mut [F],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::nets::has_avx2_fma() {
+        // SAFETY: the processor has the features `steps_t_avx2` is compiled for.
+        unsafe { steps_t_avx2(transform, inverse, v, params, acc, p) };
+        return;
+    }
+    steps_t_with(transform, inverse, v, params, acc, p);
+}
+
+/// [`steps_t_with`] compiled for AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn steps_t_avx2<F: Float>(
+    transform: CouplingTransform,
+    inverse: bool,
+    v: &mut [F],
+    params: &[F],
+    acc: &mut [F],
+    p: &mut [F],
+) {
+    steps_t_with(transform, inverse, v, params, acc, p);
+}
+
+/// The loops of [`steps_t`]: the affine step over contiguous shifts and raw log-scales,
+/// the other transforms a row at a time through [`step`].
+#[inline(always)]
+fn steps_t_with<F: Float>(
+    transform: CouplingTransform,
+    inverse: bool,
+    v: &mut [F],
+    params: &[F],
+    acc: &mut [F],
+    p: &mut [F],
+) {
+    let rows = v.len();
+    assert!(
+        acc.len() >= rows && params.len() >= p.len() * rows,
+        "autoregressive: feature-major buffers too small"
+    );
+    if matches!(transform, CouplingTransform::Affine) {
+        let (t, raw) = params.split_at(rows);
+        for ((v, a), (&t, &raw)) in v.iter_mut().zip(acc).zip(t.iter().zip(raw)) {
+            let (o, l) = affine_step(inverse, *v, t, raw);
+            *v = o;
+            *a += l;
+        }
+        return;
+    }
+    for (r, (v, a)) in v.iter_mut().zip(acc).enumerate() {
+        for (i, q) in p.iter_mut().enumerate() {
+            *q = params[i * rows + r];
+        }
+        let (o, l) = step(transform, inverse, *v, p);
+        *v = o;
+        *a += l;
     }
 }
 
@@ -265,9 +355,11 @@ impl<F: Float> Autoregressive<F> {
         }
     }
 
-    /// One pass: the conditioner on the block (workspace buffer 0 its outputs, 1 and 2
-    /// its hidden scratch), then each row's coordinates in reverse order, the log-dets
-    /// summed in that order (as the point kernel does).
+    /// One pass: the block copied feature-major (workspace buffer 0), the conditioner on
+    /// it ([`Made::forward_t`]: buffer 1 its hidden values, 2 its outputs), then each
+    /// coordinate of every row, the last in the order first, the log-dets summed in that
+    /// order (as the point kernel does) in buffer 3; buffer 4 holds one row's parameters
+    /// for the spline.
     fn one_pass_block(
         &self,
         mut x: ArrayViewMut2<'_, F>,
@@ -276,49 +368,31 @@ impl<F: Float> Autoregressive<F> {
         inverse: bool,
     ) {
         let rows = x.nrows();
-        let net = self.made.net();
-        let n_out = net.outputs();
-        let [out, hidden_a, hidden_b] = ws.slices([
+        let per = self.made.per_coordinate();
+        let n_out = self.made.net().outputs();
+        let [xt, hidden, out, acc, p] = ws.slices([
+            rows * self.dim(),
+            self.made.hidden_t_len(rows),
             rows * n_out,
-            rows * net.max_hidden(),
-            net.hidden_b_len(rows),
+            rows,
+            per,
         ]);
-        let outputs =
-            ArrayViewMut2::from_shape((rows, n_out), &mut *out).expect("workspace buffer 0");
-        net.forward_block(x.view(), outputs, hidden_a, hidden_b);
-        let rows_out = out.chunks_exact(n_out).zip(log_det.iter_mut());
-        match x.as_slice_mut() {
-            Some(x) => {
-                for (row, (o, ld)) in x.chunks_exact_mut(self.dim()).zip(rows_out) {
-                    *ld += self.update_reverse(row, o, inverse);
-                }
-            }
-            None => {
-                for (mut row, (o, ld)) in x.rows_mut().into_iter().zip(rows_out) {
-                    *ld += self.update_reverse(&mut row, o, inverse);
-                }
-            }
-        }
-    }
-
-    /// Updates every coordinate of `row` from the conditioner outputs `o`, the last in the
-    /// order first; returns the summed log-det.
-    #[inline(always)]
-    fn update_reverse<R>(&self, row: &mut R, o: &[F], inverse: bool) -> F
-    where
-        R: std::ops::IndexMut<usize, Output = F> + ?Sized,
-    {
-        let mut acc = F::zero();
+        to_feature_major(x.view(), xt);
+        self.made.forward_t(xt, rows, hidden, out);
+        acc.fill(F::zero());
         for &c in self.order().iter().rev() {
-            let (v, l) = step(self.transform, inverse, row[c], self.params(o, c));
-            row[c] = v;
-            acc += l;
+            let params = &out[c * per * rows..][..per * rows];
+            steps_t(self.transform, inverse, column(xt, c, rows), params, acc, p);
         }
-        acc
+        from_feature_major(xt, x.view_mut());
+        for (ld, &a) in log_det.iter_mut().zip(&*acc) {
+            *ld += a;
+        }
     }
 
-    /// One pass per coordinate, in a row-major copy of the block (workspace buffer 0;
-    /// 1 the outputs, 2 and 3 the hidden scratch, 4 the per-row log-dets).
+    /// One pass per coordinate, on a feature-major copy of the block (workspace buffer 0;
+    /// 1 the conditioner's hidden values, 2 one coordinate's parameters, 3 the per-row
+    /// log-dets, 4 one row's parameters for the spline).
     fn sequential_block(
         &self,
         mut x: ArrayViewMut2<'_, F>,
@@ -327,57 +401,46 @@ impl<F: Float> Autoregressive<F> {
         inverse: bool,
     ) {
         let rows = x.nrows();
-        let net = self.made.net();
-        let [cur, out, hidden_a, hidden_b, acc] = ws.slices([
+        let per = self.made.per_coordinate();
+        let [xt, hidden, out, acc, p] = ws.slices([
             rows * self.dim(),
-            rows * net.outputs(),
-            rows * net.max_hidden(),
-            net.hidden_b_len(rows),
+            self.made.hidden_t_len(rows),
+            rows * per,
             rows,
+            per,
         ]);
-        gather(x.view(), cur);
-        self.sequential(cur, out, hidden_a, hidden_b, Some(&mut *acc), inverse);
-        scatter(cur, x.view_mut());
+        to_feature_major(x.view(), xt);
+        self.sequential(xt, rows, hidden, out, acc, p, inverse);
+        from_feature_major(xt, x.view_mut());
         for (ld, &a) in log_det.iter_mut().zip(&*acc) {
             *ld += a;
         }
     }
 
-    /// The sequential direction on the row-major block `cur`, in place: for each
-    /// coordinate `c` in the order, the conditioner on `cur` (its outputs for `c` depend
-    /// only on coordinates already updated), then coordinate `c` of every row. The
-    /// log-dets are summed from zero in the order into `acc` (one per row) when given.
+    /// The sequential direction on the feature-major block `xt` of `rows` rows, in place:
+    /// for each position `k` of the order, pass `k` of the conditioner ([`Made::pass_t`]:
+    /// the hidden units of degree `k` into `hidden`, of [`Made::hidden_t_len`] elements,
+    /// and coordinate `c = order[k]`'s parameters into `out`, `P · rows` elements), then
+    /// coordinate `c` of every row. The `D` passes together compute every hidden unit
+    /// once. The log-dets are summed from zero in the order into `acc` (one per row);
+    /// `p` holds one row's parameters.
+    #[allow(clippy::too_many_arguments)]
     fn sequential(
         &self,
-        cur: &mut [F],
+        xt: &mut [F],
+        rows: usize,
+        hidden: &mut [F],
         out: &mut [F],
-        hidden_a: &mut [F],
-        hidden_b: &mut [F],
-        mut acc: Option<&mut [F]>,
+        acc: &mut [F],
+        p: &mut [F],
         inverse: bool,
     ) {
-        let dim = self.dim();
-        let rows = cur.len() / dim;
-        let net = self.made.net();
-        let n_out = net.outputs();
-        if let Some(acc) = acc.as_deref_mut() {
-            acc.fill(F::zero());
-        }
-        for &c in self.order() {
-            let input = ArrayView2::from_shape((rows, dim), &*cur).expect("rows × dim");
-            let outputs = ArrayViewMut2::from_shape((rows, n_out), &mut *out).expect("outputs");
-            net.forward_block(input, outputs, hidden_a, hidden_b);
-            for (r, (row, o)) in cur
-                .chunks_exact_mut(dim)
-                .zip(out.chunks_exact(n_out))
-                .enumerate()
-            {
-                let (v, l) = step(self.transform, inverse, row[c], self.params(o, c));
-                row[c] = v;
-                if let Some(acc) = acc.as_deref_mut() {
-                    acc[r] += l;
-                }
-            }
+        let per = self.made.per_coordinate();
+        acc.fill(F::zero());
+        for (k, &c) in self.order().iter().enumerate() {
+            self.made.pass_t(k, xt, rows, hidden, out);
+            let params = &out[..per * rows];
+            steps_t(self.transform, inverse, column(xt, c, rows), params, acc, p);
         }
     }
 
@@ -554,10 +617,11 @@ impl<F: Float> Autoregressive<F> {
     /// `∂J/∂y = ∂(λ·h + w·ld)/∂y` and `∂J/∂θ = made_θᵀ·c(λ)`.
     ///
     /// Workspace buffers: 0 `x` (the direction's output, recomputed), 1 and 2 the
-    /// conditioner's tape (first its hidden scratch), 3 a copy of the tape's
-    /// pre-activations (a backward pass consumes them), 4 the conditioner's outputs, 5
-    /// their gradients, 6 its backward scratch, 7 its input gradient, 8 `λ`, 9 the
-    /// parameter gradient of a sweep.
+    /// conditioner's tape, 3 a copy of the tape's pre-activations (a backward pass
+    /// consumes them), 4 the conditioner's outputs, 5 their gradients, 6 its backward
+    /// scratch, 7 its input gradient, 8 `λ`, 9 the parameter gradient of a sweep, 10 one
+    /// row's parameters. The direction itself runs feature-major in buffers 4 (the block),
+    /// 1 (the hidden values), 5 (one coordinate's parameters) and 7 (the log-dets, unused).
     fn backward_sequential(
         &self,
         y: ArrayView2<'_, F>,
@@ -584,6 +648,7 @@ impl<F: Float> Autoregressive<F> {
             input_grad,
             lambda,
             own,
+            p,
         ] = ws.slices([
             rows * dim,
             tape_len,
@@ -595,11 +660,19 @@ impl<F: Float> Autoregressive<F> {
             rows * dim,
             rows * dim,
             self.made.param_len(),
+            per,
         ]);
-        // The direction (the tape's halves serve as the hidden scratch: each holds at
-        // least `rows · max_hidden`), then the conditioner at the final x, taped.
-        gather(y, x);
-        self.sequential(x, out, pre, post, None, inverse);
+        // The direction (feature-major, in buffers that are free until the taped pass),
+        // then the conditioner at the final x, taped.
+        let xt = &mut out[..rows * dim];
+        to_feature_major(y, xt);
+        let seq_out = &mut out_grad[..rows * per];
+        let acc = &mut input_grad[..rows];
+        self.sequential(xt, rows, pre, seq_out, acc, p, inverse);
+        from_feature_major(
+            xt,
+            ArrayViewMut2::from_shape((rows, dim), &mut *x).expect("workspace buffer 0"),
+        );
         let input = ArrayView2::from_shape((rows, dim), &*x).expect("workspace buffer 0");
         let mut tape = MlpTape { pre, post };
         net.forward_block_tape(
