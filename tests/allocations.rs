@@ -454,3 +454,51 @@ mod linear {
         block_methods_allocate_nothing(5, true);
     }
 }
+
+flowgen::flow! {
+    pub struct Normed { dim = 3; float = f64;
+        coupling(mask = even, hidden = [8]); batch_norm;
+        coupling(mask = odd, hidden = [8]); batch_norm(momentum = 0.5, eps = 1e-4) }
+}
+
+/// `batch_norm`'s training passes (batch statistics, accumulated in `f64`) take their
+/// scratch from the workspace: after a warm-up `nll_and_grad` allocates nothing,
+/// `log_prob_and_grad` and `log_prob` only their returned arrays, and the scratch stops
+/// growing.
+#[test]
+fn batch_norm_steady_state() {
+    let model = Normed::new(&mut rng(1));
+    let x: Array2<f64> = model.sample(300, &mut rng(2));
+    let weight = Array1::from_elem(x.nrows(), -1.0 / x.nrows() as f64);
+    let mut grad = vec![0.0; model.param_len()];
+    let counts = one_thread(|| {
+        let _ = model.nll_and_grad(x.view(), &mut grad).unwrap();
+        let _ = model
+            .log_prob_and_grad(x.view(), weight.view(), &mut grad, None)
+            .unwrap();
+        let _ = model.log_prob(x.view()).unwrap();
+        let (ws, layers) = (training_workspace(), workspace());
+        let counts = [
+            count(|| model.nll_and_grad(x.view(), &mut grad).unwrap()).1,
+            count(|| {
+                model
+                    .log_prob_and_grad(x.view(), weight.view(), &mut grad, None)
+                    .unwrap()
+            })
+            .1,
+            count(|| model.log_prob(x.view()).unwrap()).1,
+        ];
+        assert_eq!(
+            (training_workspace(), workspace()),
+            (ws, layers),
+            "the scratch grew on a repeated call"
+        );
+        counts
+    });
+    assert_eq!(
+        counts,
+        [0, 1, 1],
+        "allocations of nll_and_grad, log_prob_and_grad and log_prob (0, 1, 1 expected)"
+    );
+    assert!(grad.iter().all(|g| g.is_finite()));
+}

@@ -1,31 +1,60 @@
 //! Reusable scratch memory for the batch kernels: grown on demand, never shrunk, so a
 //! flow evaluated repeatedly allocates nothing in steady state.
 
-/// Scratch buffers a layer borrows for one row block.
+/// Scratch buffers a layer borrows for one row block: buffers of the flow's float, and
+/// `f64` buffers for layers that accumulate in `f64` whatever the float.
 #[derive(Debug, Default)]
 pub struct Workspace<F> {
     buffers: Vec<Vec<F>>,
+    wide: Vec<Vec<f64>>,
 }
 
 impl<F: Copy + Default> Workspace<F> {
     /// `N` scratch slices of the requested lengths (contents unspecified).
     pub fn slices<const N: usize>(&mut self, lens: [usize; N]) -> [&mut [F]; N] {
-        if self.buffers.len() < N {
-            self.buffers.resize_with(N, Vec::new);
-        }
-        for (buf, &len) in self.buffers.iter_mut().zip(&lens) {
-            if buf.len() < len {
-                buf.resize(len, F::default());
-            }
-        }
-        let mut bufs = self.buffers.iter_mut();
-        lens.map(|len| &mut bufs.next().expect("N buffers exist")[..len])
+        carve(&mut self.buffers, lens)
     }
 
-    /// Elements currently reserved (for allocation tests).
-    pub fn capacity(&self) -> usize {
-        self.buffers.iter().map(Vec::capacity).sum()
+    /// `N` scratch slices of the float and `M` of `f64`, of the requested lengths
+    /// (contents unspecified).
+    pub fn slices_and_wide<const N: usize, const M: usize>(
+        &mut self,
+        lens: [usize; N],
+        wide_lens: [usize; M],
+    ) -> ([&mut [F]; N], [&mut [f64]; M]) {
+        (
+            carve(&mut self.buffers, lens),
+            carve(&mut self.wide, wide_lens),
+        )
     }
+
+    /// `M` scratch slices of `f64` of the requested lengths (contents unspecified).
+    pub fn wide_slices<const M: usize>(&mut self, lens: [usize; M]) -> [&mut [f64]; M] {
+        carve(&mut self.wide, lens)
+    }
+
+    /// Elements currently reserved, of either type (for allocation tests).
+    pub fn capacity(&self) -> usize {
+        let narrow: usize = self.buffers.iter().map(Vec::capacity).sum();
+        narrow + self.wide.iter().map(Vec::capacity).sum::<usize>()
+    }
+}
+
+/// The first `N` of `buffers` (added and grown as needed), cut to `lens`.
+fn carve<T: Copy + Default, const N: usize>(
+    buffers: &mut Vec<Vec<T>>,
+    lens: [usize; N],
+) -> [&mut [T]; N] {
+    if buffers.len() < N {
+        buffers.resize_with(N, Vec::new);
+    }
+    for (buf, &len) in buffers.iter_mut().zip(&lens) {
+        if buf.len() < len {
+            buf.resize(len, T::default());
+        }
+    }
+    let mut bufs = buffers.iter_mut();
+    lens.map(|len| &mut bufs.next().expect("N buffers exist")[..len])
 }
 
 /// A thread's scratch for whole-flow evaluation: a copy of the current row block, buffers

@@ -136,22 +136,23 @@ fn is_finite_row<F: Float>(row: &ArrayView1<'_, F>) -> bool {
 }
 
 /// Per-coordinate statistics of the rows of a block that have no non-finite entry,
-/// accumulated in `f64` (two passes: the mean, then the squared deviations from it).
-struct Moments {
+/// accumulated in `f64` (two passes: the mean, then the squared deviations from it), held
+/// in the caller's scratch.
+struct Moments<'a> {
     /// The number of finite rows.
     count: usize,
     /// The mean of each coordinate over them.
-    mean: Vec<f64>,
+    mean: &'a [f64],
     /// `Σ_i (y_ij − mean_j)²` over them.
-    squares: Vec<f64>,
+    squares: &'a [f64],
 }
 
-impl Moments {
-    fn of<F: Float>(y: ArrayView2<'_, F>) -> Self {
-        let dim = y.ncols();
+impl<'a> Moments<'a> {
+    /// The moments of `y`, written into `mean` and `squares` (`y.ncols()` entries each).
+    fn of<F: Float>(y: ArrayView2<'_, F>, mean: &'a mut [f64], squares: &'a mut [f64]) -> Self {
         let finite_rows = || y.axis_iter(Axis(0)).filter(is_finite_row);
         let mut count = 0usize;
-        let mut mean = vec![0.0f64; dim];
+        mean.fill(0.0);
         for row in finite_rows() {
             count += 1;
             for (m, v) in mean.iter_mut().zip(row) {
@@ -160,9 +161,9 @@ impl Moments {
         }
         let n = count.max(1) as f64;
         mean.iter_mut().for_each(|m| *m /= n);
-        let mut squares = vec![0.0f64; dim];
+        squares.fill(0.0);
         for row in finite_rows() {
-            for ((q, v), m) in squares.iter_mut().zip(row).zip(&mean) {
+            for ((q, v), m) in squares.iter_mut().zip(row).zip(mean.iter()) {
                 let d = v.to_f64_lossless() - m;
                 *q += d * d;
             }
@@ -324,12 +325,13 @@ impl<F: Float> Layer<F> for BatchNorm<F> {
         ws: &mut Workspace<F>,
     ) {
         self.check_width(y.ncols());
-        let moments = Moments::of(y.view());
+        let dim = self.dim();
+        let ([mean, scale, ld], [batch_mean, squares]) =
+            ws.slices_and_wide([dim, dim, dim], [dim, dim]);
+        let moments = Moments::of(y.view(), batch_mean, squares);
         if moments.count == 0 {
             return self.inverse_block(y, log_det, ws);
         }
-        let dim = self.dim();
-        let [mean, scale, ld] = ws.slices([dim, dim, dim]);
         for j in 0..dim {
             mean[j] = F::of(moments.mean[j]);
             (scale[j], ld[j]) = self.inverse_coefficients(j, moments.biased_var(j));
@@ -351,30 +353,28 @@ impl<F: Float> Layer<F> for BatchNorm<F> {
         mut grad: ArrayViewMut2<'_, F>,
         weight: ArrayView1<'_, F>,
         param_grad: &mut [F],
-        _ws: &mut Workspace<F>,
+        ws: &mut Workspace<F>,
     ) {
         self.check_width(y.ncols());
         assert_eq!(grad.dim(), y.dim(), "batch_norm: gradient shape");
         assert_eq!(weight.len(), y.nrows(), "batch_norm: one weight per row");
         let dim = self.dim();
-        let moments = Moments::of(y);
+        let [batch_mean, squares, inv_s, gamma, sum_a, sum_a_xhat] = ws.wide_slices([dim; 6]);
+        let moments = Moments::of(y, batch_mean, squares);
         if moments.count == 0 {
             grad.fill(F::nan());
             return;
         }
         let n = moments.count as f64;
-        let inv_s: Vec<f64> = (0..dim)
-            .map(|j| 1.0 / (moments.biased_var(j) + self.eps).sqrt())
-            .collect();
-        let gamma: Vec<f64> = self
-            .log_gamma
-            .iter()
-            .map(|v| v.to_f64_lossless().exp())
-            .collect();
+        for j in 0..dim {
+            inv_s[j] = 1.0 / (moments.biased_var(j) + self.eps).sqrt();
+            gamma[j] = self.log_gamma[j].to_f64_lossless().exp();
+        }
+        let inv_s = &*inv_s;
         let normalised = |j: usize, y: F| (y.to_f64_lossless() - moments.mean[j]) * inv_s[j];
         // Σ_i a_i, Σ_i a_i·x̂_i per coordinate and W, over the finite rows.
-        let mut sum_a = vec![0.0f64; dim];
-        let mut sum_a_xhat = vec![0.0f64; dim];
+        sum_a.fill(0.0);
+        sum_a_xhat.fill(0.0);
         let mut total_weight = 0.0f64;
         for ((row, g), w) in y.rows().into_iter().zip(grad.rows()).zip(weight) {
             if !is_finite_row(&row) {
@@ -408,7 +408,9 @@ impl<F: Float> Layer<F> for BatchNorm<F> {
     /// unbiased variance; a single finite row moves only the mean, none moves nothing.
     fn track_batch_statistics(&mut self, y: ArrayView2<'_, F>) {
         self.check_width(y.ncols());
-        let moments = Moments::of(y);
+        // Once per training step, beside the block copy its caller makes: not scratch.
+        let (mut mean, mut squares) = (vec![0.0; self.dim()], vec![0.0; self.dim()]);
+        let moments = Moments::of(y, &mut mean, &mut squares);
         if moments.count == 0 {
             return;
         }
@@ -991,16 +993,20 @@ mod tests {
         let mut ld = Array1::zeros(300);
         let mut g = Array2::zeros((300, D));
         let mut ws = Workspace::default();
-        l.inverse_block_training(x.view_mut(), ld.view_mut(), &mut ws);
+        let mut round = |ws: &mut Workspace<f64>| {
+            let pg = &mut [0.0; 2 * D];
+            l.forward_block(x.view_mut(), ld.view_mut(), ws);
+            l.inverse_block(x.view_mut(), ld.view_mut(), ws);
+            l.inverse_block_training(x.view_mut(), ld.view_mut(), ws);
+            l.inverse_backward_block(x.view(), g.view_mut(), ld.view(), pg, ws);
+            l.forward_backward_block(x.view(), g.view_mut(), ld.view(), pg, ws);
+            l.inverse_backward_block_training(x.view(), g.view_mut(), ld.view(), pg, ws);
+        };
+        // The first round grows the workspace (the training passes' f64 scratch too).
+        round(&mut ws);
         let cap = ws.capacity();
         for _ in 0..3 {
-            let pg = &mut [0.0; 2 * D];
-            l.forward_block(x.view_mut(), ld.view_mut(), &mut ws);
-            l.inverse_block(x.view_mut(), ld.view_mut(), &mut ws);
-            l.inverse_block_training(x.view_mut(), ld.view_mut(), &mut ws);
-            l.inverse_backward_block(x.view(), g.view_mut(), ld.view(), pg, &mut ws);
-            l.forward_backward_block(x.view(), g.view_mut(), ld.view(), pg, &mut ws);
-            l.inverse_backward_block_training(x.view(), g.view_mut(), ld.view(), pg, &mut ws);
+            round(&mut ws);
         }
         assert_eq!(ws.capacity(), cap);
     }
