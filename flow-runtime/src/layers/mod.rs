@@ -17,6 +17,8 @@ use crate::workspace::Workspace;
 pub mod actnorm;
 pub mod autoregressive;
 pub mod batch_norm;
+#[cfg(test)]
+pub(crate) mod checks;
 pub mod coupling;
 pub mod elementwise;
 pub mod linear;

@@ -655,318 +655,14 @@ impl<F: Float> Layer<F> for Planar<F> {
     }
 }
 
-/// Test helpers shared with the radial layer's tests: finite-difference checks of any
-/// [`Layer<f64>`].
-#[cfg(test)]
-pub(super) mod checks {
-    use ndarray::{Array1, Array2, ShapeBuilder};
-    use rand::rngs::StdRng;
-    use rand::{RngExt, SeedableRng};
-
-    use crate::layers::Layer;
-    use crate::testing::log_abs_det_fd;
-    use crate::workspace::Workspace;
-
-    pub fn rng(seed: u64) -> StdRng {
-        StdRng::seed_from_u64(seed)
-    }
-
-    pub fn random_rows(rows: usize, dim: usize, rng: &mut StdRng, scale: f64) -> Array2<f64> {
-        Array2::from_shape_simple_fn((rows, dim), || rng.random_range(-scale..scale))
-    }
-
-    pub fn forward(l: &dyn Layer<f64>, z: &Array2<f64>) -> (Array2<f64>, Array1<f64>) {
-        let mut x = z.clone();
-        let mut ld = Array1::zeros(z.nrows());
-        l.forward_block(x.view_mut(), ld.view_mut(), &mut Workspace::default());
-        (x, ld)
-    }
-
-    pub fn inverse(l: &dyn Layer<f64>, y: &Array2<f64>) -> (Array2<f64>, Array1<f64>) {
-        let mut z = y.clone();
-        let mut ld = Array1::zeros(y.nrows());
-        l.inverse_block(z.view_mut(), ld.view_mut(), &mut Workspace::default());
-        (z, ld)
-    }
-
-    pub fn point_forward(l: &dyn Layer<f64>, z: &[f64]) -> (Vec<f64>, f64) {
-        let mut p = z.to_vec();
-        let ld = l.forward_point(&mut p, &mut []);
-        (p, ld)
-    }
-
-    pub fn point_inverse(l: &dyn Layer<f64>, y: &[f64]) -> (Vec<f64>, f64) {
-        let mut p = y.to_vec();
-        let ld = l.inverse_point(&mut p, &mut []);
-        (p, ld)
-    }
-
-    pub fn flat_params(l: &dyn Layer<f64>) -> Vec<f64> {
-        let mut out = Vec::new();
-        l.visit_params(&mut |_, _, v| out.extend_from_slice(v));
-        out
-    }
-
-    pub fn set_flat_params(l: &mut dyn Layer<f64>, values: &[f64]) {
-        let mut at = 0;
-        l.visit_params_mut(&mut |_, _, v| {
-            v.copy_from_slice(&values[at..at + v.len()]);
-            at += v.len();
-        });
-        assert_eq!(at, values.len());
-    }
-
-    /// `|a − b| ≤ tol·max(1, |a|, |b|)`.
-    pub fn close(a: f64, b: f64, tol: f64) -> bool {
-        (a - b).abs() <= tol * 1f64.max(a.abs()).max(b.abs())
-    }
-
-    /// The forward log-dets of a few rows against `log_abs_det_fd` of the point map.
-    pub fn forward_log_det_matches_fd(l: &dyn Layer<f64>, z: &Array2<f64>, tol: f64) {
-        let (_, ld) = forward(l, z);
-        for (row, &ld) in z.rows().into_iter().zip(&ld) {
-            let f = |v: &[f64]| point_forward(l, v).0;
-            let fd = log_abs_det_fd(f, row.as_slice().unwrap());
-            assert!(
-                close(ld, fd, tol),
-                "log-det {ld} vs finite differences {fd}"
-            );
-            // And the inverse's log-det at the image is its negative, by finite differences.
-            let x = point_forward(l, row.as_slice().unwrap()).0;
-            let fd_inv = log_abs_det_fd(|v: &[f64]| point_inverse(l, v).0, &x);
-            assert!(close(-ld, fd_inv, tol), "inverse {fd_inv} vs {}", -ld);
-        }
-    }
-
-    /// `inverse(forward(z)) ≈ z` (to `tol` relative to `max(1, |z|)`), log-dets summing to 0.
-    pub fn round_trip(l: &dyn Layer<f64>, z: &Array2<f64>, tol: f64) {
-        let (x, ld) = forward(l, z);
-        let (back, ld_inv) = inverse(l, &x);
-        for (a, b) in back.iter().zip(z) {
-            assert!(
-                close(*a, *b, tol),
-                "round trip {a} vs {b}: {:?}",
-                flat_params(l)
-            );
-        }
-        for (a, b) in ld.iter().zip(&ld_inv) {
-            assert!(close(*a, -*b, tol), "log-dets {a} and {b}");
-        }
-    }
-
-    /// The point methods give the block rows' bits, contiguous and strided blocks alike.
-    pub fn points_match_blocks(l: &dyn Layer<f64>, z: &Array2<f64>) {
-        let (x, ld) = forward(l, z);
-        let (zi, ldi) = inverse(l, z);
-        let mut z_f = Array2::<f64>::zeros(z.dim().f());
-        z_f.assign(z);
-        let mut ws = Workspace::default();
-        let mut x_f = z_f.clone();
-        let mut ld_f = Array1::zeros(z.nrows());
-        l.forward_block(x_f.view_mut(), ld_f.view_mut(), &mut ws);
-        assert_eq!(x_f, x);
-        assert_eq!(ld_f, ld);
-        let mut zi_f = z_f.clone();
-        let mut ldi_f = Array1::zeros(z.nrows());
-        l.inverse_block(zi_f.view_mut(), ldi_f.view_mut(), &mut ws);
-        assert_eq!(zi_f, zi);
-        assert_eq!(ldi_f, ldi);
-        for (i, row) in z.rows().into_iter().enumerate() {
-            let (p, pl) = point_forward(l, row.as_slice().unwrap());
-            assert_eq!(p, x.row(i).to_vec());
-            assert_eq!(pl, ld[i]);
-            let (p, pl) = point_inverse(l, row.as_slice().unwrap());
-            assert_eq!(p, zi.row(i).to_vec());
-            assert_eq!(pl, ldi[i]);
-        }
-    }
-
-    /// Runs a backward block (`inverse` selects the direction) on `z` with upstream `x_bar`
-    /// and weights `w`: `(∂J/∂input, ∂J/∂θ)`.
-    pub fn backward(
-        l: &dyn Layer<f64>,
-        inverse: bool,
-        z: &Array2<f64>,
-        x_bar: &Array2<f64>,
-        w: &Array1<f64>,
-    ) -> (Array2<f64>, Vec<f64>) {
-        let mut g = x_bar.clone();
-        let mut pg = vec![0.0; l.param_len()];
-        let mut ws = Workspace::default();
-        if inverse {
-            l.inverse_backward_block(z.view(), g.view_mut(), w.view(), &mut pg, &mut ws);
-        } else {
-            l.forward_backward_block(z.view(), g.view_mut(), w.view(), &mut pg, &mut ws);
-        }
-        (g, pg)
-    }
-
-    /// `J = Σ_i w_i·ld_i + Σ_ij x̄_ij·out_ij` of one direction.
-    fn objective(
-        l: &dyn Layer<f64>,
-        inverse_direction: bool,
-        z: &Array2<f64>,
-        x_bar: &Array2<f64>,
-        w: &Array1<f64>,
-    ) -> f64 {
-        let (out, ld) = if inverse_direction {
-            inverse(l, z)
-        } else {
-            forward(l, z)
-        };
-        (&out * x_bar).sum() + ld.dot(w)
-    }
-
-    /// Both backward directions against central differences of `objective`, for the input
-    /// and for every flat parameter (relative tolerance `tol`), on `z` with random `x̄`, `w`.
-    pub fn backward_matches_fd(
-        l: &mut dyn Layer<f64>,
-        z: &Array2<f64>,
-        rng: &mut StdRng,
-        tol: f64,
-    ) {
-        let (rows, dim) = z.dim();
-        let x_bar = random_rows(rows, dim, rng, 1.0);
-        let w = Array1::from_shape_simple_fn(rows, || rng.random_range(-2.0..2.0));
-        let h = 1e-6;
-        for inverse_direction in [false, true] {
-            let (g, pg) = backward(l, inverse_direction, z, &x_bar, &w);
-            let mut zp = z.clone();
-            for i in 0..rows {
-                for j in 0..dim {
-                    let v = z[[i, j]];
-                    zp[[i, j]] = v + h;
-                    let up = objective(l, inverse_direction, &zp, &x_bar, &w);
-                    zp[[i, j]] = v - h;
-                    let down = objective(l, inverse_direction, &zp, &x_bar, &w);
-                    zp[[i, j]] = v;
-                    let fd = (up - down) / (2.0 * h);
-                    assert!(
-                        close(g[[i, j]], fd, tol),
-                        "inverse {inverse_direction}: ∂J/∂z[{i}][{j}] = {} vs {fd}",
-                        g[[i, j]]
-                    );
-                }
-            }
-            let theta = flat_params(l);
-            for p in 0..theta.len() {
-                let mut t = theta.clone();
-                t[p] = theta[p] + h;
-                set_flat_params(l, &t);
-                let up = objective(l, inverse_direction, z, &x_bar, &w);
-                t[p] = theta[p] - h;
-                set_flat_params(l, &t);
-                let down = objective(l, inverse_direction, z, &x_bar, &w);
-                set_flat_params(l, &theta);
-                let fd = (up - down) / (2.0 * h);
-                assert!(
-                    close(pg[p], fd, tol),
-                    "inverse {inverse_direction}: ∂J/∂θ[{p}] = {} vs {fd}",
-                    pg[p]
-                );
-            }
-        }
-    }
-
-    /// Repeated block calls (both directions, both backward passes, strided too) do not
-    /// grow the workspace after the first.
-    pub fn workspace_does_not_grow(l: &dyn Layer<f64>, z: &Array2<f64>) {
-        let mut ws = Workspace::default();
-        let (rows, _) = z.dim();
-        let mut pg = vec![0.0; l.param_len()];
-        let w = Array1::ones(rows);
-        let mut run = |ws: &mut Workspace<f64>| {
-            let mut b = z.clone();
-            let mut ld = Array1::zeros(rows);
-            l.forward_block(b.view_mut(), ld.view_mut(), ws);
-            l.inverse_block(b.view_mut(), ld.view_mut(), ws);
-            let mut f = Array2::<f64>::zeros(z.dim().f());
-            f.assign(z);
-            let mut g = z.clone();
-            l.forward_backward_block(f.view(), g.view_mut(), w.view(), &mut pg, ws);
-            l.inverse_backward_block(f.view(), g.view_mut(), w.view(), &mut pg, ws);
-        };
-        run(&mut ws);
-        let cap = ws.capacity();
-        for _ in 0..3 {
-            run(&mut ws);
-        }
-        assert_eq!(ws.capacity(), cap);
-    }
-
-    /// Non-finite rows: the inverse gives NaN and `−inf`, the backward passes a NaN
-    /// gradient in those rows only, `param_grad` finite, the other rows unchanged.
-    pub fn non_finite_rows(l: &dyn Layer<f64>, z: &Array2<f64>) {
-        let mut bad = z.clone();
-        bad[[1, 0]] = f64::NAN;
-        bad[[2, z.ncols() - 1]] = f64::INFINITY;
-        let (out, ld) = inverse(l, &bad);
-        let (clean, clean_ld) = inverse(l, z);
-        for i in 0..z.nrows() {
-            if i == 1 || i == 2 {
-                assert_eq!(ld[i], f64::NEG_INFINITY);
-                assert!(out.row(i).iter().all(|v| v.is_nan()));
-            } else {
-                assert_eq!(out.row(i), clean.row(i));
-                assert_eq!(ld[i], clean_ld[i]);
-            }
-        }
-        let x_bar = Array2::from_elem(z.dim(), 0.5);
-        let w = Array1::ones(z.nrows());
-        for inverse_direction in [false, true] {
-            let (g, pg) = backward(l, inverse_direction, &bad, &x_bar, &w);
-            let (g_clean, _) = backward(l, inverse_direction, z, &x_bar, &w);
-            assert!(pg.iter().all(|v| v.is_finite()));
-            for i in 0..z.nrows() {
-                if i == 1 || i == 2 {
-                    assert!(g.row(i).iter().all(|v| v.is_nan()));
-                } else {
-                    assert_eq!(g.row(i), g_clean.row(i));
-                }
-            }
-        }
-    }
-
-    /// Inputs of size ~1e3: everything finite, and the round trip holds.
-    pub fn large_inputs_stay_finite(l: &dyn Layer<f64>, rng: &mut StdRng) {
-        let z = random_rows(5, point_dim(l), rng, 1e3);
-        let (x, ld) = forward(l, &z);
-        assert!(x.iter().chain(&ld).all(|v| v.is_finite()), "{x} {ld}");
-        let (back, ld_inv) = inverse(l, &x);
-        assert!(back.iter().chain(&ld_inv).all(|v| v.is_finite()));
-        for (a, b) in back.iter().zip(&z) {
-            assert!(close(*a, *b, 1e-9), "{a} vs {b}");
-        }
-        let x_bar = random_rows(5, point_dim(l), rng, 1.0);
-        let w = Array1::ones(5);
-        for inverse_direction in [false, true] {
-            let input = if inverse_direction { &x } else { &z };
-            let (g, pg) = backward(l, inverse_direction, input, &x_bar, &w);
-            assert!(g.iter().chain(&pg).all(|v| v.is_finite()));
-        }
-    }
-
-    /// The number of coordinates of a layer (planar or radial): the length of its first
-    /// visited tensor.
-    fn point_dim(l: &dyn Layer<f64>) -> usize {
-        let mut d = None;
-        l.visit_params(&mut |_, shape, _| {
-            if d.is_none() {
-                d = Some(shape[0]);
-            }
-        });
-        d.expect("a layer with parameters")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use ndarray::{Array1, Array2};
     use rand::RngExt;
     use rand::rngs::StdRng;
 
-    use super::checks::*;
     use super::*;
+    use crate::layers::checks::*;
 
     fn normals(rng: &mut StdRng, n: usize, scale: f64) -> Vec<f64> {
         (0..n).map(|_| scale * f64::standard_normal(rng)).collect()
@@ -1136,7 +832,7 @@ mod tests {
         // J = Σ ω_i·ld_i against central differences with relative steps (which keep w in
         // the branch): this reaches u and w through κ's floored formula.
         let wt = Array1::from(vec![0.5, -1.0, 2.0]);
-        let (_, pg) = backward(&l, false, &z, &Array2::zeros((3, 3)), &wt);
+        let (_, pg) = backward(&l, Direction::Forward, &z, &Array2::zeros((3, 3)), &wt);
         let theta = flat_params(&l);
         let objective = |theta: &[f64]| {
             let mut m = l.clone();
@@ -1163,7 +859,7 @@ mod tests {
         assert!(ld.abs() < 1e-15);
         let (g, pg) = backward(
             &zero,
-            true,
+            Direction::Inverse,
             &Array2::ones((2, 2)),
             &Array2::ones((2, 2)),
             &Array1::ones(2),
@@ -1246,7 +942,7 @@ mod tests {
         l.forward_backward_block(z.view(), g.view_mut(), w.view(), &mut pg, &mut ws);
         let (g64, pg64) = backward(
             &l64,
-            false,
+            Direction::Forward,
             &z.mapv(f64::from),
             &Array2::ones((13, 6)),
             &Array1::ones(13),

@@ -473,7 +473,7 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::layers::planar::checks::*;
+    use crate::layers::checks::*;
 
     /// A radial layer with `z0` uniform in `(−1, 1)` and the given raw `alpha`, `beta`.
     fn radial_with(dim: usize, alpha: f64, beta: f64, rng: &mut StdRng) -> Radial<f64> {
@@ -597,14 +597,8 @@ mod tests {
         let (alpha, beta) = (l.alpha(), l.beta());
         let expected = 2.0 * ((alpha + beta) / alpha).ln() + ((alpha + beta) / alpha).ln();
         assert!(close(ld[0], expected, 1e-12), "{} vs {expected}", ld[0]);
-        for inverse_direction in [false, true] {
-            let (g, pg) = backward(
-                &l,
-                inverse_direction,
-                &c,
-                &Array2::ones((1, 3)),
-                &Array1::ones(1),
-            );
+        for dir in Direction::BOTH {
+            let (g, pg) = backward(&l, dir, &c, &Array2::ones((1, 3)), &Array1::ones(1));
             assert!(g.iter().chain(&pg).all(|v| v.is_finite()));
         }
     }
@@ -628,7 +622,13 @@ mod tests {
         assert_eq!(x, z);
         assert!(ld.iter().all(|&l| l.abs() < 1e-15));
         // Not a dead start: the gradient reaches beta.
-        let (_, pg) = backward(&l, false, &z, &Array2::ones((3, 4)), &Array1::ones(3));
+        let (_, pg) = backward(
+            &l,
+            Direction::Forward,
+            &z,
+            &Array2::ones((3, 4)),
+            &Array1::ones(3),
+        );
         assert!(pg[5] != 0.0);
         assert_eq!(l.param_len(), 6);
     }
@@ -660,7 +660,7 @@ mod tests {
         l.forward_backward_block(z.view(), g.view_mut(), w.view(), &mut pg, &mut ws);
         let (g64, pg64) = backward(
             &l64,
-            false,
+            Direction::Forward,
             &z.mapv(f64::from),
             &Array2::ones((13, 6)),
             &Array1::ones(13),
