@@ -1295,6 +1295,10 @@ impl<F: Float> OrthogonalLinear<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::checks::{
+        Direction, all_entries, backward, check_input_gradient, check_param_gradient,
+        set_flat_params,
+    };
     use crate::testing::log_abs_det_fd;
     use ndarray::{Array1, Array2, ShapeBuilder, s};
     use rand::rngs::StdRng;
@@ -1631,30 +1635,6 @@ mod tests {
         }
     }
 
-    /// `∂J/∂y` and `∂J/∂θ` of `J = Σ w·(inverse log-det) + Σ x̄·x` by the layer.
-    fn backward(
-        l: &dyn Layer<f64>,
-        y: &Array2<f64>,
-        x_bar: &Array2<f64>,
-        w: &Array1<f64>,
-    ) -> (Array2<f64>, Vec<f64>) {
-        let mut g = x_bar.clone();
-        let mut pg = vec![0.0; l.param_len()];
-        l.inverse_backward_block(
-            y.view(),
-            g.view_mut(),
-            w.view(),
-            &mut pg,
-            &mut Workspace::default(),
-        );
-        (g, pg)
-    }
-
-    fn objective(l: &dyn Layer<f64>, y: &Array2<f64>, x_bar: &Array2<f64>, w: &Array1<f64>) -> f64 {
-        let (x, ld) = inverse(l, y);
-        (&x * x_bar).sum() + (&ld * w).sum()
-    }
-
     fn backward_inputs(
         rows: usize,
         dim: usize,
@@ -1666,93 +1646,29 @@ mod tests {
         (y, x_bar, w)
     }
 
-    fn flat_params(l: &dyn Layer<f64>) -> Vec<f64> {
-        let mut out = Vec::new();
-        l.visit_params(&mut |_, _, v| out.extend_from_slice(v));
-        out
+    /// How closely a gradient must match its finite difference.
+    fn agree(tol: f64) -> impl Fn(f64, f64) -> bool {
+        move |a, b| close(a, b, tol)
     }
 
-    fn set_flat_params(l: &mut dyn Layer<f64>, values: &[f64]) {
-        let mut at = 0;
-        l.visit_params_mut(&mut |_, _, v| {
-            v.copy_from_slice(&values[at..at + v.len()]);
-            at += v.len();
-        });
-        assert_eq!(at, values.len());
+    /// The parameter gradient is not trivially zero, except for the one reflection of
+    /// D = 1, which is −1 whatever its vector.
+    fn assert_not_trivial(name: &str, pg: &[f64]) {
+        if name == "orthogonal dim 1" {
+            assert!(pg[0].abs() < 1e-12, "{name}: {}", pg[0]);
+        } else {
+            assert!(pg.iter().any(|g| g.abs() > 1e-3), "{name}");
+        }
     }
 
     #[test]
     fn backward_input_gradient_matches_finite_differences() {
         let mut r = rng(15);
         for (name, l) in layers(16) {
-            let dim = dim_of(&name);
-            let (y, x_bar, w) = backward_inputs(3, dim, &mut r);
-            let (g, _) = backward(&*l, &y, &x_bar, &w);
-            let h = 1e-6;
-            for i in 0..3 {
-                for j in 0..dim {
-                    let mut up = y.clone();
-                    up[[i, j]] += h;
-                    let mut down = y.clone();
-                    down[[i, j]] -= h;
-                    let fd = (objective(&*l, &up, &x_bar, &w) - objective(&*l, &down, &x_bar, &w))
-                        / (2.0 * h);
-                    assert!(
-                        close(g[[i, j]], fd, 1e-6),
-                        "{name} [{i},{j}]: {} vs {fd}",
-                        g[[i, j]]
-                    );
-                }
-            }
-        }
-    }
-
-    /// The product path of the backward (40 rows) against finite differences directly,
-    /// input and parameter gradients, both layers at D = 5 and 8.
-    #[test]
-    fn product_backward_matches_finite_differences() {
-        let mut r = rng(37);
-        for dim in [5, 8] {
-            let mut lu = random_lu(dim, &mut r);
-            let mut o = OrthogonalLinear::<f64>::new(dim, &mut r);
-            let pair: [&mut dyn Layer<f64>; 2] = [&mut lu, &mut o];
-            for l in pair {
-                let rows = 40;
-                assert!(use_product(rows, dim));
-                let (y, x_bar, w) = backward_inputs(rows, dim, &mut r);
-                let (g, pg) = backward(&*l, &y, &x_bar, &w);
-                let h = 1e-6;
-                for (i, j) in [(0, 0), (7, dim - 1), (39, dim / 2), (20, 1)] {
-                    let (mut up, mut down) = (y.clone(), y.clone());
-                    up[[i, j]] += h;
-                    down[[i, j]] -= h;
-                    let fd = (objective(&*l, &up, &x_bar, &w) - objective(&*l, &down, &x_bar, &w))
-                        / (2.0 * h);
-                    assert!(
-                        close(g[[i, j]], fd, 1e-5),
-                        "dim {dim} [{i},{j}]: {} vs {fd}",
-                        g[[i, j]]
-                    );
-                }
-                let theta = flat_params(&*l);
-                for p in 0..theta.len() {
-                    let mut t = theta.clone();
-                    t[p] = theta[p] + h;
-                    set_flat_params(&mut *l, &t);
-                    let up = objective(&*l, &y, &x_bar, &w);
-                    t[p] = theta[p] - h;
-                    set_flat_params(&mut *l, &t);
-                    let down = objective(&*l, &y, &x_bar, &w);
-                    set_flat_params(&mut *l, &theta);
-                    let fd = (up - down) / (2.0 * h);
-                    assert!(
-                        close(pg[p], fd, 1e-5),
-                        "dim {dim} param {p}: {} vs {fd}",
-                        pg[p]
-                    );
-                }
-                assert!(pg.iter().any(|g| g.abs() > 1e-3), "dim {dim}");
-            }
+            let (y, x_bar, w) = backward_inputs(3, dim_of(&name), &mut r);
+            let entries = all_entries(&y);
+            let dir = Direction::Inverse;
+            check_input_gradient(&*l, dir, &y, &x_bar, &w, 1e-6, &entries, agree(1e-6), &name);
         }
     }
 
@@ -1760,59 +1676,211 @@ mod tests {
     fn backward_param_gradient_matches_finite_differences() {
         let mut r = rng(17);
         for (name, mut l) in layers(18) {
-            let dim = dim_of(&name);
-            let (y, x_bar, w) = backward_inputs(4, dim, &mut r);
-            let (_, pg) = backward(&*l, &y, &x_bar, &w);
-            let theta = flat_params(&*l);
-            assert_eq!(pg.len(), theta.len());
-            let h = 1e-6;
-            for p in 0..theta.len() {
-                let mut t = theta.clone();
-                t[p] = theta[p] + h;
-                set_flat_params(&mut *l, &t);
-                let up = objective(&*l, &y, &x_bar, &w);
-                t[p] = theta[p] - h;
-                set_flat_params(&mut *l, &t);
-                let down = objective(&*l, &y, &x_bar, &w);
-                set_flat_params(&mut *l, &theta);
-                let fd = (up - down) / (2.0 * h);
-                assert!(
-                    close(pg[p], fd, 1e-6),
-                    "{name} param {p}: {} vs {fd}",
-                    pg[p]
-                );
-            }
-            // The gradient is not trivially zero, except for the one reflection of D = 1,
-            // which is −1 whatever its vector.
-            if name == "orthogonal dim 1" {
-                assert!(pg[0].abs() < 1e-12, "{name}: {}", pg[0]);
-            } else {
+            let (y, x_bar, w) = backward_inputs(4, dim_of(&name), &mut r);
+            let dir = Direction::Inverse;
+            let pg = check_param_gradient(&mut *l, dir, &y, &x_bar, &w, 1e-6, agree(1e-6), &name);
+            assert_not_trivial(&name, &pg);
+        }
+    }
+
+    #[test]
+    fn forward_backward_matches_finite_differences() {
+        let mut r = rng(40);
+        for (name, mut l) in layers(41) {
+            let (z, x_bar, w) = backward_inputs(3, dim_of(&name), &mut r);
+            let entries = all_entries(&z);
+            let dir = Direction::Forward;
+            check_input_gradient(&*l, dir, &z, &x_bar, &w, 1e-6, &entries, agree(1e-6), &name);
+            let pg = check_param_gradient(&mut *l, dir, &z, &x_bar, &w, 1e-6, agree(1e-6), &name);
+            assert_not_trivial(&name, &pg);
+        }
+    }
+
+    /// The product path of the backward of `dir` (40 rows) against finite differences
+    /// directly, input (four entries) and parameter gradients, both layers at D = 5 and 8.
+    fn product_path_matches_fd(dir: Direction, seed: u64) {
+        let mut r = rng(seed);
+        for dim in [5, 8] {
+            let mut lu = random_lu(dim, &mut r);
+            let mut o = OrthogonalLinear::<f64>::new(dim, &mut r);
+            let pair: [(&str, &mut dyn Layer<f64>); 2] = [("lu", &mut lu), ("orthogonal", &mut o)];
+            for (name, l) in pair {
+                let rows = 40;
+                assert!(use_product(rows, dim));
+                let (v, x_bar, w) = backward_inputs(rows, dim, &mut r);
+                let name = format!("{name} dim {dim}");
+                let entries = [(0, 0), (7, dim - 1), (39, dim / 2), (20, 1)];
+                check_input_gradient(&*l, dir, &v, &x_bar, &w, 1e-6, &entries, agree(1e-5), &name);
+                let pg = check_param_gradient(l, dir, &v, &x_bar, &w, 1e-6, agree(1e-5), &name);
                 assert!(pg.iter().any(|g| g.abs() > 1e-3), "{name}");
             }
         }
     }
 
     #[test]
-    fn backward_adds_to_param_grad() {
-        let mut r = rng(19);
-        for (name, l) in layers(20) {
-            let (y, x_bar, w) = backward_inputs(5, dim_of(&name), &mut r);
-            let (g, pg) = backward(&*l, &y, &x_bar, &w);
+    fn product_backward_matches_finite_differences() {
+        product_path_matches_fd(Direction::Inverse, 37);
+    }
+
+    #[test]
+    fn forward_backward_product_path_matches_finite_differences() {
+        product_path_matches_fd(Direction::Forward, 42);
+    }
+
+    /// The backward of `dir` adds to `param_grad` and gives the same input gradient again;
+    /// the layers take `rows` rows in turn (5 take the row kernels, 40 the products).
+    fn check_adds_to_param_grad(dir: Direction, seed: u64, layer_seed: u64, rows: &[usize]) {
+        let mut r = rng(seed);
+        for ((name, l), &rows) in layers(layer_seed).into_iter().zip(rows.iter().cycle()) {
+            let (v, x_bar, w) = backward_inputs(rows, dim_of(&name), &mut r);
+            let (g, pg) = backward(&*l, dir, &v, &x_bar, &w);
             let start: Vec<f64> = (0..pg.len()).map(|i| i as f64 * 0.5 - 3.0).collect();
             let mut acc = start.clone();
             let mut g2 = x_bar.clone();
-            l.inverse_backward_block(
-                y.view(),
-                g2.view_mut(),
-                w.view(),
-                &mut acc,
-                &mut Workspace::default(),
-            );
+            let ws = &mut Workspace::default();
+            dir.backward_block(&*l, v.view(), g2.view_mut(), w.view(), &mut acc, ws);
             assert_eq!(g2, g, "{name}");
             for ((a, s), p) in acc.iter().zip(&start).zip(&pg) {
                 assert!(close(*a, s + p, 1e-14), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn backward_adds_to_param_grad() {
+        check_adds_to_param_grad(Direction::Inverse, 19, 20, &[5]);
+    }
+
+    #[test]
+    fn forward_backward_adds_to_param_grad() {
+        check_adds_to_param_grad(Direction::Forward, 45, 46, &[5, 5, 40, 40]);
+    }
+
+    /// The backward of `dir` on a column-major `v`, into every other column of a wider
+    /// gradient, gives `(g, pg)` (its result on contiguous blocks) and leaves the other
+    /// columns alone.
+    #[allow(clippy::too_many_arguments)]
+    fn strided_backward_matches(
+        l: &dyn Layer<f64>,
+        dir: Direction,
+        v: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+        (g, pg): (&Array2<f64>, &[f64]),
+        ws: &mut Workspace<f64>,
+        name: &str,
+    ) {
+        let (rows, dim) = v.dim();
+        let mut v_f = Array2::<f64>::zeros((rows, dim).f());
+        v_f.assign(v);
+        let mut g_wide = Array2::<f64>::zeros((rows, 2 * dim));
+        g_wide.slice_mut(s![.., 1..2 * dim;2]).assign(x_bar);
+        let mut pg2 = vec![0.0; pg.len()];
+        let g_view = g_wide.slice_mut(s![.., 1..2 * dim;2]);
+        dir.backward_block(l, v_f.view(), g_view, w.view(), &mut pg2, ws);
+        assert_eq!(g_wide.slice(s![.., 1..2 * dim;2]), g, "{name}");
+        assert!(g_wide.slice(s![.., 0..2 * dim;2]).iter().all(|&v| v == 0.0));
+        assert_eq!(pg2, pg, "{name}");
+    }
+
+    /// The backward of `dir` on pairs of rows (the row kernels) gives `(g, pg)`, its result
+    /// on the whole block (the products).
+    fn row_kernel_backward_matches(
+        l: &dyn Layer<f64>,
+        dir: Direction,
+        v: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        w: &Array1<f64>,
+        (g, pg): (&Array2<f64>, &[f64]),
+        name: &str,
+    ) {
+        let mut pg_rows = vec![0.0; pg.len()];
+        let mut g_rows = x_bar.clone();
+        for start in (0..v.nrows()).step_by(2) {
+            let rows = s![start..start + 2, ..];
+            dir.backward_block(
+                l,
+                v.slice(rows),
+                g_rows.slice_mut(rows),
+                w.slice(s![start..start + 2]),
+                &mut pg_rows,
+                &mut Workspace::default(),
+            );
+        }
+        assert_close(g, &g_rows, 1e-12, name);
+        for (a, b) in pg.iter().zip(&pg_rows) {
+            assert!(close(*a, *b, 1e-11), "{name}: {a} vs {b}");
+        }
+    }
+
+    /// The backward of `dir` at `v` (rows 1 and 3 not finite) keeps the other rows' input
+    /// gradients as they are at `clean`.
+    fn backward_keeps_clean_rows(
+        l: &dyn Layer<f64>,
+        dir: Direction,
+        v: &Array2<f64>,
+        clean: &Array2<f64>,
+        x_bar: &Array2<f64>,
+        name: &str,
+    ) {
+        let w = Array1::ones(v.nrows());
+        let (g, _) = backward(l, dir, v, x_bar, &w);
+        let (g_clean, _) = backward(l, dir, clean, x_bar, &w);
+        for i in (0..v.nrows()).filter(|&i| i != 1 && i != 3) {
+            assert_eq!(g.row(i), g_clean.row(i), "{name} {dir:?}");
+        }
+    }
+
+    /// The backward of `dir` in f32 against f64 (to 1e-4 on 4 rows, 1e-3 on more), for
+    /// blocks of each of `rows_list` rows.
+    fn check_f32_matches_f64(dir: Direction, seed: u64, rows_list: &[usize]) {
+        let mut r = rng(seed);
+        for &rows in rows_list {
+            let o64 = OrthogonalLinear::<f64>::new(5, &mut r);
+            let o32 = OrthogonalLinear::<f32>::from_vectors(
+                5,
+                o64.vectors().iter().map(|&v| v as f32).collect(),
+            );
+            let lu64 = random_lu(5, &mut r);
+            let lu32 = LuLinear::<f32>::from_parts(
+                lu64.permutation().to_vec(),
+                lu64.lower().iter().map(|&v| v as f32).collect(),
+                lu64.upper().iter().map(|&v| v as f32).collect(),
+                lu64.log_diag().iter().map(|&v| v as f32).collect(),
+            );
+            let pairs: [(&dyn Layer<f64>, &dyn Layer<f32>); 2] = [(&o64, &o32), (&lu64, &lu32)];
+            for (l64, l32) in pairs {
+                let (v, x_bar, w) = backward_inputs(rows, 5, &mut r);
+                let (g, pg) = backward(l64, dir, &v, &x_bar, &w);
+                let mut g32 = x_bar.mapv(|v| v as f32);
+                let mut pg32 = vec![0.0f32; pg.len()];
+                dir.backward_block(
+                    l32,
+                    v.mapv(|v| v as f32).view(),
+                    g32.view_mut(),
+                    w.mapv(|v| v as f32).view(),
+                    &mut pg32,
+                    &mut Workspace::default(),
+                );
+                let tol = if rows > 4 { 1e-3 } else { 1e-4 };
+                for (a, b) in g32.iter().zip(&g).chain(pg32.iter().zip(&pg)) {
+                    assert!(
+                        close(f64::from(*a), *b, tol),
+                        "{dir:?} {rows} rows: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_matches_f64_in_f32() {
+        check_f32_matches_f64(Direction::Inverse, 29, &[4]);
+    }
+
+    #[test]
+    fn forward_backward_matches_f64_in_f32() {
+        check_f32_matches_f64(Direction::Forward, 53, &[4, 40]);
     }
 
     #[test]
@@ -1876,7 +1944,7 @@ mod tests {
             let (y, x_bar, w) = backward_inputs(700, dim, &mut r);
             let (fy, fl) = forward(&*l, &y);
             let (iy, il) = inverse(&*l, &y);
-            let (g, pg) = backward(&*l, &y, &x_bar, &w);
+            let (g, pg) = backward(&*l, Direction::Inverse, &y, &x_bar, &w);
             let mut ws = Workspace::default();
             let mut pg_blocks = vec![0.0; pg.len()];
             for start in (0..700).step_by(256) {
@@ -1920,7 +1988,7 @@ mod tests {
             let (y, x_bar, w) = backward_inputs(rows, dim, &mut r);
             let (fy, fl) = forward(&*l, &y);
             let (iy, il) = inverse(&*l, &y);
-            let (g, pg) = backward(&*l, &y, &x_bar, &w);
+            let (g, pg) = backward(&*l, Direction::Inverse, &y, &x_bar, &w);
             let mut ws = Workspace::default();
             // Column-major: every row strided.
             let mut fortran = Array2::<f64>::zeros((rows, dim).f());
@@ -1942,21 +2010,8 @@ mod tests {
             );
             assert_eq!(ld, il, "{name}");
             // Backward on strided y and grad.
-            let mut y_f = Array2::<f64>::zeros((rows, dim).f());
-            y_f.assign(&y);
-            let mut g_wide = Array2::<f64>::zeros((rows, 2 * dim));
-            g_wide.slice_mut(s![.., 1..2 * dim;2]).assign(&x_bar);
-            let mut pg2 = vec![0.0; pg.len()];
-            l.inverse_backward_block(
-                y_f.view(),
-                g_wide.slice_mut(s![.., 1..2 * dim;2]),
-                w.view(),
-                &mut pg2,
-                &mut ws,
-            );
-            assert_eq!(g_wide.slice(s![.., 1..2 * dim;2]), g, "{name}");
-            assert!(g_wide.slice(s![.., 0..2 * dim;2]).iter().all(|&v| v == 0.0));
-            assert_eq!(pg2, pg, "{name}");
+            let dir = Direction::Inverse;
+            strided_backward_matches(&*l, dir, &y, &x_bar, &w, (&g, &pg), &mut ws, &name);
         }
     }
 
@@ -2079,40 +2134,6 @@ mod tests {
     }
 
     #[test]
-    fn backward_matches_f64_in_f32() {
-        let mut r = rng(29);
-        let o64 = OrthogonalLinear::<f64>::new(5, &mut r);
-        let o32 = OrthogonalLinear::<f32>::from_vectors(
-            5,
-            o64.vectors().iter().map(|&v| v as f32).collect(),
-        );
-        let lu64 = random_lu(5, &mut r);
-        let lu32 = LuLinear::<f32>::from_parts(
-            lu64.permutation().to_vec(),
-            lu64.lower().iter().map(|&v| v as f32).collect(),
-            lu64.upper().iter().map(|&v| v as f32).collect(),
-            lu64.log_diag().iter().map(|&v| v as f32).collect(),
-        );
-        let pairs: [(&dyn Layer<f64>, &dyn Layer<f32>); 2] = [(&o64, &o32), (&lu64, &lu32)];
-        for (l64, l32) in pairs {
-            let (y, x_bar, w) = backward_inputs(4, 5, &mut r);
-            let (g, pg) = backward(l64, &y, &x_bar, &w);
-            let mut g32 = x_bar.mapv(|v| v as f32);
-            let mut pg32 = vec![0.0f32; pg.len()];
-            l32.inverse_backward_block(
-                y.mapv(|v| v as f32).view(),
-                g32.view_mut(),
-                w.mapv(|v| v as f32).view(),
-                &mut pg32,
-                &mut Workspace::default(),
-            );
-            for (a, b) in g32.iter().zip(&g).chain(pg32.iter().zip(&pg)) {
-                assert!(close(f64::from(*a), *b, 1e-4), "{a} vs {b}");
-            }
-        }
-    }
-
-    #[test]
     fn product_path_matches_the_row_kernels() {
         // 64 rows take the matrix products at every test dimension, 2 rows the row kernels
         // (whose values, log-dets and gradients the other tests check against finite
@@ -2124,9 +2145,7 @@ mod tests {
             let (y, x_bar, w) = backward_inputs(64, dim, &mut r);
             let (fy, fl) = forward(&*l, &y);
             let (iy, il) = inverse(&*l, &y);
-            let (g, pg) = backward(&*l, &y, &x_bar, &w);
-            let mut pg_rows = vec![0.0; pg.len()];
-            let mut g_rows = x_bar.clone();
+            let (g, pg) = backward(&*l, Direction::Inverse, &y, &x_bar, &w);
             for start in (0..64).step_by(2) {
                 let rows = s![start..start + 2, ..];
                 let (f2, fl2) = forward(&*l, &y.slice(rows).to_owned());
@@ -2135,18 +2154,9 @@ mod tests {
                 let (i2, il2) = inverse(&*l, &y.slice(rows).to_owned());
                 assert_close(&i2, &iy.slice(rows).to_owned(), 1e-12, &name);
                 assert_eq!(il2, il.slice(s![start..start + 2]), "{name}");
-                l.inverse_backward_block(
-                    y.slice(rows),
-                    g_rows.slice_mut(rows),
-                    w.slice(s![start..start + 2]),
-                    &mut pg_rows,
-                    &mut Workspace::default(),
-                );
             }
-            assert_close(&g, &g_rows, 1e-12, &name);
-            for (a, b) in pg.iter().zip(&pg_rows) {
-                assert!(close(*a, *b, 1e-11), "{name}: {a} vs {b}");
-            }
+            let dir = Direction::Inverse;
+            row_kernel_backward_matches(&*l, dir, &y, &x_bar, &w, (&g, &pg), &name);
         }
     }
 
@@ -2193,12 +2203,7 @@ mod tests {
             }
             // The backward pass keeps clean rows' input gradients clean.
             let x_bar = random_rows(rows, dim, &mut r);
-            let w = Array1::ones(rows);
-            let (g, _) = backward(&*l, &x, &x_bar, &w);
-            let (g_clean, _) = backward(&*l, &clean, &x_bar, &w);
-            for i in (0..rows).filter(|&i| i != 1 && i != 3) {
-                assert_eq!(g.row(i), g_clean.row(i), "{name}");
-            }
+            backward_keeps_clean_rows(&*l, Direction::Inverse, &x, &clean, &x_bar, &name);
         }
     }
 
@@ -2223,7 +2228,7 @@ mod tests {
         // 5 rows take the row kernels, 40 the matrix products.
         for rows in [5, 40] {
             let (y, x_bar, w) = backward_inputs(rows, dim, &mut r);
-            let (g, pg) = backward(&o, &y, &x_bar, &w);
+            let (g, pg) = backward(&o, Direction::Inverse, &y, &x_bar, &w);
             assert!(g.iter().chain(&pg).all(|v| v.is_finite()));
             assert!(
                 pg[2 * dim..3 * dim].iter().all(|&v| v == 0.0),
@@ -2249,122 +2254,12 @@ mod tests {
             OrthogonalLinear::from_vectors(dim, vectors.iter().map(|v| v * 1e-150).collect());
         assert_close(&dense(&tiny, dim), &dense(&o, dim), 1e-12, "tiny");
         let (y, x_bar, w) = backward_inputs(3, dim, &mut r);
-        let (g, pg) = backward(&tiny, &y, &x_bar, &w);
-        let (g_ref, pg_ref) = backward(&o, &y, &x_bar, &w);
+        let (g, pg) = backward(&tiny, Direction::Inverse, &y, &x_bar, &w);
+        let (g_ref, pg_ref) = backward(&o, Direction::Inverse, &y, &x_bar, &w);
         assert_close(&g, &g_ref, 1e-12, "tiny gradient");
         // The map is scale-invariant in v: the gradient scales by 1/1e-150.
         for (a, b) in pg.iter().zip(&pg_ref) {
             assert!(a.is_finite() && close(a * 1e-150, *b, 1e-10), "{a} vs {b}");
-        }
-    }
-
-    /// `∂J/∂z` and `∂J/∂θ` of `J = Σ w·(forward log-det) + Σ x̄·x` by the layer.
-    fn forward_backward(
-        l: &dyn Layer<f64>,
-        z: &Array2<f64>,
-        x_bar: &Array2<f64>,
-        w: &Array1<f64>,
-    ) -> (Array2<f64>, Vec<f64>) {
-        let mut g = x_bar.clone();
-        let mut pg = vec![0.0; l.param_len()];
-        l.forward_backward_block(
-            z.view(),
-            g.view_mut(),
-            w.view(),
-            &mut pg,
-            &mut Workspace::default(),
-        );
-        (g, pg)
-    }
-
-    fn forward_objective(
-        l: &dyn Layer<f64>,
-        z: &Array2<f64>,
-        x_bar: &Array2<f64>,
-        w: &Array1<f64>,
-    ) -> f64 {
-        let (x, ld) = forward(l, z);
-        (&x * x_bar).sum() + (&ld * w).sum()
-    }
-
-    /// Checks the forward backward of `l` at `z` against central differences of
-    /// [`forward_objective`] in the inputs `entries` (all when `None`) and every parameter.
-    fn check_forward_backward(
-        l: &mut dyn Layer<f64>,
-        z: &Array2<f64>,
-        x_bar: &Array2<f64>,
-        w: &Array1<f64>,
-        entries: Option<&[(usize, usize)]>,
-        tol: f64,
-        name: &str,
-    ) -> Vec<f64> {
-        let (g, pg) = forward_backward(&*l, z, x_bar, w);
-        let all: Vec<(usize, usize)> = (0..z.nrows())
-            .flat_map(|i| (0..z.ncols()).map(move |j| (i, j)))
-            .collect();
-        let h = 1e-6;
-        for &(i, j) in entries.unwrap_or(&all) {
-            let (mut up, mut down) = (z.clone(), z.clone());
-            up[[i, j]] += h;
-            down[[i, j]] -= h;
-            let fd = (forward_objective(&*l, &up, x_bar, w)
-                - forward_objective(&*l, &down, x_bar, w))
-                / (2.0 * h);
-            assert!(
-                close(g[[i, j]], fd, tol),
-                "{name} [{i},{j}]: {} vs {fd}",
-                g[[i, j]]
-            );
-        }
-        let theta = flat_params(&*l);
-        assert_eq!(pg.len(), theta.len());
-        for p in 0..theta.len() {
-            let mut t = theta.clone();
-            t[p] = theta[p] + h;
-            set_flat_params(&mut *l, &t);
-            let up = forward_objective(&*l, z, x_bar, w);
-            t[p] = theta[p] - h;
-            set_flat_params(&mut *l, &t);
-            let down = forward_objective(&*l, z, x_bar, w);
-            set_flat_params(&mut *l, &theta);
-            let fd = (up - down) / (2.0 * h);
-            assert!(close(pg[p], fd, tol), "{name} param {p}: {} vs {fd}", pg[p]);
-        }
-        pg
-    }
-
-    #[test]
-    fn forward_backward_matches_finite_differences() {
-        let mut r = rng(40);
-        for (name, mut l) in layers(41) {
-            let dim = dim_of(&name);
-            let (z, x_bar, w) = backward_inputs(3, dim, &mut r);
-            let pg = check_forward_backward(&mut *l, &z, &x_bar, &w, None, 1e-6, &name);
-            // Not trivially zero, except for the one reflection of D = 1 (−1 whatever v).
-            if name == "orthogonal dim 1" {
-                assert!(pg[0].abs() < 1e-12, "{name}: {}", pg[0]);
-            } else {
-                assert!(pg.iter().any(|g| g.abs() > 1e-3), "{name}");
-            }
-        }
-    }
-
-    /// The product path of the forward backward (40 rows) against finite differences.
-    #[test]
-    fn forward_backward_product_path_matches_finite_differences() {
-        let mut r = rng(42);
-        for dim in [5, 8] {
-            let mut lu = random_lu(dim, &mut r);
-            let mut o = OrthogonalLinear::<f64>::new(dim, &mut r);
-            let pair: [(&str, &mut dyn Layer<f64>); 2] = [("lu", &mut lu), ("orthogonal", &mut o)];
-            for (name, l) in pair {
-                let rows = 40;
-                assert!(use_product(rows, dim));
-                let (z, x_bar, w) = backward_inputs(rows, dim, &mut r);
-                let entries = [(0, 0), (7, dim - 1), (39, dim / 2), (20, 1)];
-                let pg = check_forward_backward(l, &z, &x_bar, &w, Some(&entries), 1e-5, name);
-                assert!(pg.iter().any(|g| g.abs() > 1e-3), "{name} dim {dim}");
-            }
         }
     }
 
@@ -2375,50 +2270,9 @@ mod tests {
             let dim = dim_of(&name);
             assert!(use_product(64, dim) && !use_product(2, dim));
             let (z, x_bar, w) = backward_inputs(64, dim, &mut r);
-            let (g, pg) = forward_backward(&*l, &z, &x_bar, &w);
-            let mut pg_rows = vec![0.0; pg.len()];
-            let mut g_rows = x_bar.clone();
-            for start in (0..64).step_by(2) {
-                let rows = s![start..start + 2, ..];
-                l.forward_backward_block(
-                    z.slice(rows),
-                    g_rows.slice_mut(rows),
-                    w.slice(s![start..start + 2]),
-                    &mut pg_rows,
-                    &mut Workspace::default(),
-                );
-            }
-            assert_close(&g, &g_rows, 1e-12, &name);
-            for (a, b) in pg.iter().zip(&pg_rows) {
-                assert!(close(*a, *b, 1e-11), "{name}: {a} vs {b}");
-            }
-        }
-    }
-
-    #[test]
-    fn forward_backward_adds_to_param_grad() {
-        let mut r = rng(45);
-        // 5 rows take the row kernels, 40 the matrix products.
-        for ((name, l), rows) in layers(46)
-            .into_iter()
-            .zip([5, 5, 40, 40].into_iter().cycle())
-        {
-            let (z, x_bar, w) = backward_inputs(rows, dim_of(&name), &mut r);
-            let (g, pg) = forward_backward(&*l, &z, &x_bar, &w);
-            let start: Vec<f64> = (0..pg.len()).map(|i| i as f64 * 0.5 - 3.0).collect();
-            let mut acc = start.clone();
-            let mut g2 = x_bar.clone();
-            l.forward_backward_block(
-                z.view(),
-                g2.view_mut(),
-                w.view(),
-                &mut acc,
-                &mut Workspace::default(),
-            );
-            assert_eq!(g2, g, "{name}");
-            for ((a, s), p) in acc.iter().zip(&start).zip(&pg) {
-                assert!(close(*a, s + p, 1e-14), "{name}");
-            }
+            let dir = Direction::Forward;
+            let (g, pg) = backward(&*l, dir, &z, &x_bar, &w);
+            row_kernel_backward_matches(&*l, dir, &z, &x_bar, &w, (&g, &pg), &name);
         }
     }
 
@@ -2432,22 +2286,10 @@ mod tests {
         {
             let dim = dim_of(&name);
             let (z, x_bar, w) = backward_inputs(rows, dim, &mut r);
-            let (g, pg) = forward_backward(&*l, &z, &x_bar, &w);
-            let mut z_f = Array2::<f64>::zeros((rows, dim).f());
-            z_f.assign(&z);
-            let mut g_wide = Array2::<f64>::zeros((rows, 2 * dim));
-            g_wide.slice_mut(s![.., 1..2 * dim;2]).assign(&x_bar);
-            let mut pg2 = vec![0.0; pg.len()];
-            l.forward_backward_block(
-                z_f.view(),
-                g_wide.slice_mut(s![.., 1..2 * dim;2]),
-                w.view(),
-                &mut pg2,
-                &mut Workspace::default(),
-            );
-            assert_eq!(g_wide.slice(s![.., 1..2 * dim;2]), g, "{name}");
-            assert!(g_wide.slice(s![.., 0..2 * dim;2]).iter().all(|&v| v == 0.0));
-            assert_eq!(pg2, pg, "{name}");
+            let dir = Direction::Forward;
+            let (g, pg) = backward(&*l, dir, &z, &x_bar, &w);
+            let ws = &mut Workspace::default();
+            strided_backward_matches(&*l, dir, &z, &x_bar, &w, (&g, &pg), ws, &name);
         }
     }
 
@@ -2490,49 +2332,7 @@ mod tests {
             z[[1, 0]] = f64::NAN;
             z[[3, dim - 1]] = f64::INFINITY;
             let x_bar = random_rows(rows, dim, &mut r);
-            let w = Array1::ones(rows);
-            let (g, _) = forward_backward(&*l, &z, &x_bar, &w);
-            let (g_clean, _) = forward_backward(&*l, &clean, &x_bar, &w);
-            for i in (0..rows).filter(|&i| i != 1 && i != 3) {
-                assert_eq!(g.row(i), g_clean.row(i), "{name}");
-            }
-        }
-    }
-
-    #[test]
-    fn forward_backward_matches_f64_in_f32() {
-        let mut r = rng(53);
-        for rows in [4, 40] {
-            let o64 = OrthogonalLinear::<f64>::new(5, &mut r);
-            let o32 = OrthogonalLinear::<f32>::from_vectors(
-                5,
-                o64.vectors().iter().map(|&v| v as f32).collect(),
-            );
-            let lu64 = random_lu(5, &mut r);
-            let lu32 = LuLinear::<f32>::from_parts(
-                lu64.permutation().to_vec(),
-                lu64.lower().iter().map(|&v| v as f32).collect(),
-                lu64.upper().iter().map(|&v| v as f32).collect(),
-                lu64.log_diag().iter().map(|&v| v as f32).collect(),
-            );
-            let pairs: [(&dyn Layer<f64>, &dyn Layer<f32>); 2] = [(&o64, &o32), (&lu64, &lu32)];
-            for (l64, l32) in pairs {
-                let (z, x_bar, w) = backward_inputs(rows, 5, &mut r);
-                let (g, pg) = forward_backward(l64, &z, &x_bar, &w);
-                let mut g32 = x_bar.mapv(|v| v as f32);
-                let mut pg32 = vec![0.0f32; pg.len()];
-                l32.forward_backward_block(
-                    z.mapv(|v| v as f32).view(),
-                    g32.view_mut(),
-                    w.mapv(|v| v as f32).view(),
-                    &mut pg32,
-                    &mut Workspace::default(),
-                );
-                for (a, b) in g32.iter().zip(&g).chain(pg32.iter().zip(&pg)) {
-                    let scale = if rows > 4 { 1e-3 } else { 1e-4 };
-                    assert!(close(f64::from(*a), *b, scale), "{a} vs {b}");
-                }
-            }
+            backward_keeps_clean_rows(&*l, Direction::Forward, &z, &clean, &x_bar, &name);
         }
     }
 
