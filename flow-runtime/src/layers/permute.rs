@@ -228,6 +228,7 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::*;
+    use crate::layers::checks::Direction;
 
     fn naive_forward(perm: &[usize], x: &[f64]) -> Vec<f64> {
         perm.iter().map(|&p| x[p]).collect()
@@ -426,52 +427,68 @@ mod tests {
         a.dot(&b)
     }
 
-    /// Runs `inverse_backward_block` on `grad` in place (no parameters, unit weights).
-    fn backward(p: &Permute, y: &Array2<f64>, grad: &mut Array2<f64>) {
-        let weight = Array1::<f64>::ones(y.nrows());
+    /// Runs the backward of `dir` on `grad` in place (no parameters, unit weights).
+    fn backward_in_place(p: &Permute, dir: Direction, v: &Array2<f64>, grad: &mut Array2<f64>) {
+        let weight = Array1::<f64>::ones(v.nrows());
         let mut no_params: [f64; 0] = [];
-        Layer::<f64>::inverse_backward_block(
+        let ws = &mut Workspace::default();
+        dir.backward_block::<f64>(
             p,
-            y.view(),
+            v.view(),
             grad.view_mut(),
             weight.view(),
             &mut no_params,
-            &mut Workspace::default(),
+            ws,
         );
     }
 
-    #[test]
-    fn inverse_backward_is_the_transpose_of_the_inverse() {
-        // ⟨P⁻¹y, g⟩ = ⟨y, backward(g)⟩ row by row, on random blocks.
-        let mut rng = StdRng::seed_from_u64(7);
+    /// Row `r` of `moved` is row `r` of `g` permuted as the backward of `dir` moves it:
+    /// towards the base `∂J/∂y[i] = ∂J/∂x[perm[i]]`, towards the data
+    /// `∂J/∂z[perm[i]] = ∂J/∂x[i]`.
+    fn assert_moved<F: Float>(
+        p: &Permute,
+        dir: Direction,
+        g: &Array2<F>,
+        moved: &Array2<F>,
+        r: usize,
+    ) {
+        for (i, &q) in p.as_slice().iter().enumerate() {
+            match dir {
+                Direction::Inverse => assert_eq!(moved[[r, i]], g[[r, q]]),
+                Direction::Forward => assert_eq!(moved[[r, q]], g[[r, i]]),
+            }
+        }
+    }
+
+    /// `⟨map(v), g⟩ = ⟨v, backward(g)⟩` row by row on random blocks, the map being the pass
+    /// of `dir`: the backward is its transpose, and only moves the gradient.
+    fn backward_is_the_transpose(dir: Direction, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut ws = Workspace::default();
         for p in examples() {
             assert_eq!(Layer::<f64>::param_len(&p), 0);
             let n = p.dim();
             for rows in [1, 4, 9] {
-                let y = random_matrix(&mut rng, rows, n);
+                let v = random_matrix(&mut rng, rows, n);
                 let g = random_matrix(&mut rng, rows, n);
-                let mut x = y.clone();
+                let mut x = v.clone();
                 let mut ld = Array1::<f64>::zeros(rows);
-                Layer::<f64>::inverse_block(&p, x.view_mut(), ld.view_mut(), &mut ws);
-                let mut gy = g.clone();
-                backward(&p, &y, &mut gy);
+                dir.block::<f64>(&p, x.view_mut(), ld.view_mut(), &mut ws);
+                let mut gv = g.clone();
+                backward_in_place(&p, dir, &v, &mut gv);
                 for r in 0..rows {
                     let lhs = dot(x.row(r), g.row(r));
-                    let rhs = dot(y.row(r), gy.row(r));
+                    let rhs = dot(v.row(r), gv.row(r));
                     assert!(
                         (lhs - rhs).abs() <= 1e-12 * (1.0 + lhs.abs()),
-                        "perm {:?}: {lhs} vs {rhs}",
+                        "{dir:?} perm {:?}: {lhs} vs {rhs}",
                         p.as_slice()
                     );
-                    // Exactly: ∂J/∂y[i] = ∂J/∂x[perm[i]].
-                    for (i, &q) in p.as_slice().iter().enumerate() {
-                        assert_eq!(gy[[r, i]], g[[r, q]]);
-                    }
+                    assert_moved(&p, dir, &g, &gv, r);
                 }
                 // The gradient is only moved: the same multiset of values.
                 let mut a = g.iter().copied().collect::<Vec<_>>();
-                let mut b = gy.iter().copied().collect::<Vec<_>>();
+                let mut b = gv.iter().copied().collect::<Vec<_>>();
                 a.sort_by(f64::total_cmp);
                 b.sort_by(f64::total_cmp);
                 assert_eq!(a, b);
@@ -480,166 +497,71 @@ mod tests {
     }
 
     #[test]
-    fn inverse_backward_undoes_the_inverse_on_gradients() {
-        // Backward is (P⁻¹)ᵀ = P: applying it after the inverse gives back the input, and
-        // it equals the forward map on the same block.
-        let mut rng = StdRng::seed_from_u64(8);
-        let mut ws = Workspace::default();
-        for p in examples() {
-            let n = p.dim();
-            let y = random_matrix(&mut rng, 5, n);
-            let mut v = y.clone();
-            let mut ld = Array1::<f64>::zeros(5);
-            Layer::<f64>::inverse_block(&p, v.view_mut(), ld.view_mut(), &mut ws);
-            backward(&p, &y, &mut v);
-            assert_eq!(v, y);
-            let mut fwd = y.clone();
-            Layer::<f64>::forward_block(&p, fwd.view_mut(), ld.view_mut(), &mut ws);
-            let mut bwd = y.clone();
-            backward(&p, &y, &mut bwd);
-            assert_eq!(fwd, bwd);
-        }
-    }
-
-    #[test]
-    fn inverse_backward_on_strided_blocks() {
-        let mut rng = StdRng::seed_from_u64(9);
-        let p = Permute::new(vec![3, 4, 0, 2, 1]);
-        let y = random_matrix(&mut rng, 6, 5);
-        let g = random_matrix(&mut rng, 6, 5);
-        let mut contiguous = g.clone();
-        backward(&p, &y, &mut contiguous);
-        // Column-major gradient: every row strided.
-        let mut fortran = Array2::<f64>::zeros((6, 5).f());
-        fortran.assign(&g);
-        backward(&p, &y, &mut fortran);
-        assert_eq!(contiguous, fortran);
-        // A column-sliced view inside a wider block; the other columns stay untouched.
-        let mut wide = random_matrix(&mut rng, 6, 10);
-        wide.slice_mut(s![.., 1..10;2]).assign(&g);
-        let before = wide.clone();
-        let weight = Array1::<f64>::ones(6);
-        Layer::<f64>::inverse_backward_block(
-            &p,
-            y.view(),
-            wide.slice_mut(s![.., 1..10;2]),
-            weight.view(),
-            &mut [],
-            &mut Workspace::default(),
-        );
-        assert_eq!(wide.slice(s![.., 1..10;2]), contiguous);
-        assert_eq!(wide.slice(s![.., 0..10;2]), before.slice(s![.., 0..10;2]));
-    }
-
-    #[test]
-    fn inverse_backward_in_f32() {
-        let p = Permute::seeded(9, 3);
-        let y = Array2::<f32>::zeros((2, 9));
-        let g = Array2::from_shape_fn((2, 9), |(r, c)| (10 * r + c) as f32);
-        let mut gy = g.clone();
-        let weight = Array1::<f32>::ones(2);
-        Layer::<f32>::inverse_backward_block(
-            &p,
-            y.view(),
-            gy.view_mut(),
-            weight.view(),
-            &mut [],
-            &mut Workspace::default(),
-        );
-        for r in 0..2 {
-            for (i, &q) in p.as_slice().iter().enumerate() {
-                assert_eq!(gy[[r, i]], g[[r, q]]);
-            }
-        }
-    }
-
-    /// Runs `forward_backward_block` on `grad` in place (no parameters, unit weights).
-    fn forward_backward(p: &Permute, z: &Array2<f64>, grad: &mut Array2<f64>) {
-        let weight = Array1::<f64>::ones(z.nrows());
-        let mut no_params: [f64; 0] = [];
-        Layer::<f64>::forward_backward_block(
-            p,
-            z.view(),
-            grad.view_mut(),
-            weight.view(),
-            &mut no_params,
-            &mut Workspace::default(),
-        );
+    fn inverse_backward_is_the_transpose_of_the_inverse() {
+        backward_is_the_transpose(Direction::Inverse, 7);
     }
 
     #[test]
     fn forward_backward_is_the_transpose_of_the_forward() {
-        // ⟨Pz, g⟩ = ⟨z, backward(g)⟩ row by row, on random blocks.
-        let mut rng = StdRng::seed_from_u64(10);
+        backward_is_the_transpose(Direction::Forward, 10);
+    }
+
+    /// The backward of `dir` is the pass of the other direction (a permutation's transpose
+    /// is its inverse): it equals that pass on the same block and undoes `dir`'s.
+    fn backward_is_the_other_pass(dir: Direction, seed: u64) {
+        let other = match dir {
+            Direction::Inverse => Direction::Forward,
+            Direction::Forward => Direction::Inverse,
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut ws = Workspace::default();
         for p in examples() {
             let n = p.dim();
-            for rows in [1, 4, 9] {
-                let z = random_matrix(&mut rng, rows, n);
-                let g = random_matrix(&mut rng, rows, n);
-                let mut x = z.clone();
-                let mut ld = Array1::<f64>::zeros(rows);
-                Layer::<f64>::forward_block(&p, x.view_mut(), ld.view_mut(), &mut ws);
-                let mut gz = g.clone();
-                forward_backward(&p, &z, &mut gz);
-                for r in 0..rows {
-                    let lhs = dot(x.row(r), g.row(r));
-                    let rhs = dot(z.row(r), gz.row(r));
-                    assert!(
-                        (lhs - rhs).abs() <= 1e-12 * (1.0 + lhs.abs()),
-                        "perm {:?}: {lhs} vs {rhs}",
-                        p.as_slice()
-                    );
-                    // Exactly: ∂J/∂z[perm[i]] = ∂J/∂x[i].
-                    for (i, &q) in p.as_slice().iter().enumerate() {
-                        assert_eq!(gz[[r, q]], g[[r, i]]);
-                    }
-                }
-            }
+            let v = random_matrix(&mut rng, 5, n);
+            let mut ld = Array1::<f64>::zeros(5);
+            let mut mapped = v.clone();
+            dir.block::<f64>(&p, mapped.view_mut(), ld.view_mut(), &mut ws);
+            backward_in_place(&p, dir, &v, &mut mapped);
+            assert_eq!(mapped, v, "{dir:?}");
+            let mut by_other = v.clone();
+            other.block::<f64>(&p, by_other.view_mut(), ld.view_mut(), &mut ws);
+            let mut bwd = v.clone();
+            backward_in_place(&p, dir, &v, &mut bwd);
+            assert_eq!(by_other, bwd, "{dir:?}");
         }
+    }
+
+    #[test]
+    fn inverse_backward_undoes_the_inverse_on_gradients() {
+        backward_is_the_other_pass(Direction::Inverse, 8);
     }
 
     #[test]
     fn forward_backward_equals_the_inverse_map() {
-        // Backward is Pᵀ = P⁻¹: it equals the inverse map on the same block and undoes
-        // the forward.
-        let mut rng = StdRng::seed_from_u64(11);
-        let mut ws = Workspace::default();
-        for p in examples() {
-            let n = p.dim();
-            let z = random_matrix(&mut rng, 5, n);
-            let mut ld = Array1::<f64>::zeros(5);
-            let mut inv = z.clone();
-            Layer::<f64>::inverse_block(&p, inv.view_mut(), ld.view_mut(), &mut ws);
-            let mut bwd = z.clone();
-            forward_backward(&p, &z, &mut bwd);
-            assert_eq!(inv, bwd);
-            let mut v = z.clone();
-            Layer::<f64>::forward_block(&p, v.view_mut(), ld.view_mut(), &mut ws);
-            forward_backward(&p, &z, &mut v);
-            assert_eq!(v, z);
-        }
+        backward_is_the_other_pass(Direction::Forward, 11);
     }
 
-    #[test]
-    fn forward_backward_on_strided_blocks() {
-        let mut rng = StdRng::seed_from_u64(12);
+    /// The backward of `dir` on a column-major gradient and on a column-sliced view inside
+    /// a wider block equals it on a contiguous one; the other columns stay untouched.
+    fn backward_on_strided_blocks(dir: Direction, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
         let p = Permute::new(vec![3, 4, 0, 2, 1]);
-        let z = random_matrix(&mut rng, 6, 5);
+        let v = random_matrix(&mut rng, 6, 5);
         let g = random_matrix(&mut rng, 6, 5);
         let mut contiguous = g.clone();
-        forward_backward(&p, &z, &mut contiguous);
+        backward_in_place(&p, dir, &v, &mut contiguous);
+        // Column-major gradient: every row strided.
         let mut fortran = Array2::<f64>::zeros((6, 5).f());
         fortran.assign(&g);
-        forward_backward(&p, &z, &mut fortran);
+        backward_in_place(&p, dir, &v, &mut fortran);
         assert_eq!(contiguous, fortran);
         let mut wide = random_matrix(&mut rng, 6, 10);
         wide.slice_mut(s![.., 1..10;2]).assign(&g);
         let before = wide.clone();
         let weight = Array1::<f64>::ones(6);
-        Layer::<f64>::forward_backward_block(
+        dir.backward_block::<f64>(
             &p,
-            z.view(),
+            v.view(),
             wide.slice_mut(s![.., 1..10;2]),
             weight.view(),
             &mut [],
@@ -650,25 +572,43 @@ mod tests {
     }
 
     #[test]
-    fn forward_backward_in_f32() {
+    fn inverse_backward_on_strided_blocks() {
+        backward_on_strided_blocks(Direction::Inverse, 9);
+    }
+
+    #[test]
+    fn forward_backward_on_strided_blocks() {
+        backward_on_strided_blocks(Direction::Forward, 12);
+    }
+
+    /// The backward of `dir` in f32 moves the gradient exactly.
+    fn backward_in_f32(dir: Direction) {
         let p = Permute::seeded(9, 3);
-        let z = Array2::<f32>::zeros((2, 9));
+        let v = Array2::<f32>::zeros((2, 9));
         let g = Array2::from_shape_fn((2, 9), |(r, c)| (10 * r + c) as f32);
-        let mut gz = g.clone();
+        let mut gv = g.clone();
         let weight = Array1::<f32>::ones(2);
-        Layer::<f32>::forward_backward_block(
+        dir.backward_block::<f32>(
             &p,
-            z.view(),
-            gz.view_mut(),
+            v.view(),
+            gv.view_mut(),
             weight.view(),
             &mut [],
             &mut Workspace::default(),
         );
         for r in 0..2 {
-            for (i, &q) in p.as_slice().iter().enumerate() {
-                assert_eq!(gz[[r, q]], g[[r, i]]);
-            }
+            assert_moved(&p, dir, &g, &gv, r);
         }
+    }
+
+    #[test]
+    fn inverse_backward_in_f32() {
+        backward_in_f32(Direction::Inverse);
+    }
+
+    #[test]
+    fn forward_backward_in_f32() {
+        backward_in_f32(Direction::Forward);
     }
 
     #[test]
