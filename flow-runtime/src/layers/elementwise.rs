@@ -850,6 +850,7 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::*;
+    use crate::layers::checks::Direction;
     use crate::testing::log_abs_det_fd;
 
     // ----- fixtures ------------------------------------------------------------------
@@ -1471,43 +1472,34 @@ mod tests {
 
     // ----- reverse mode -----------------------------------------------------------------
 
-    /// The direction a reverse-mode check goes through.
-    #[derive(Clone, Copy, Debug, PartialEq)]
-    enum Dir {
-        /// `inverse` and `inverse_backward`.
-        Inverse,
-        /// `forward` and `forward_backward`.
-        Forward,
-    }
-
     /// `(output, log-det)` of one coordinate's pass in `dir` at `v`.
-    fn pass(layer: &impl Elementwise<f64>, dir: Dir, j: usize, v: f64) -> (f64, f64) {
+    fn pass(layer: &impl Elementwise<f64>, dir: Direction, j: usize, v: f64) -> (f64, f64) {
         match dir {
-            Dir::Inverse => layer.inverse(j, v),
-            Dir::Forward => layer.forward(j, v),
+            Direction::Inverse => layer.inverse(j, v),
+            Direction::Forward => layer.forward(j, v),
         }
     }
 
     /// The backward kernel of `dir`: `∂J/∂v` given `out_bar = ∂J/∂output`, adding `∂J/∂θ`.
-    fn pass_backward(
-        layer: &impl Elementwise<f64>,
-        dir: Dir,
+    fn pass_backward<F: Float>(
+        layer: &impl Elementwise<F>,
+        dir: Direction,
         j: usize,
-        v: f64,
-        out_bar: f64,
-        w: f64,
-        param_grad: &mut [f64],
-    ) -> f64 {
+        v: F,
+        out_bar: F,
+        w: F,
+        param_grad: &mut [F],
+    ) -> F {
         match dir {
-            Dir::Inverse => layer.inverse_backward(j, v, out_bar, w, param_grad),
-            Dir::Forward => layer.forward_backward(j, v, out_bar, w, param_grad),
+            Direction::Inverse => layer.inverse_backward(j, v, out_bar, w, param_grad),
+            Direction::Forward => layer.forward_backward(j, v, out_bar, w, param_grad),
         }
     }
 
     /// `J = out_bar·output + w·log-det` of one coordinate's pass in `dir` at `v`.
     fn objective(
         layer: &impl Elementwise<f64>,
-        dir: Dir,
+        dir: Direction,
         j: usize,
         v: f64,
         out_bar: f64,
@@ -1535,42 +1527,16 @@ mod tests {
     /// by `|x̄|·|∂x/∂·| + |w|·|∂ld/∂·|` (the size of the two terms before they cancel).
     const GRAD_TOL: f64 = 1e-7;
 
-    /// At random `j`, `y = sample(rng)` (in the codomain) and random `x̄`, `w`, plus the unit
-    /// pairs `(1, 0)` and `(0, 1)`: checks `∂J/∂y` from `inverse_backward` against central
-    /// differences in `y` (step `step(y)`, small against the distance to the codomain's
-    /// boundary), and every parameter gradient (the flat layout `fields` in order) against
-    /// central differences in that pub field. Gradients of other coordinates stay untouched
-    /// and `param_grad` is added to, not overwritten.
-    fn check_backward<L: Elementwise<f64> + ElementwiseParams<f64> + Clone>(
-        name: &str,
-        layer: &L,
-        dim: usize,
-        fields: &[(&str, Field<L>)],
-        seed: u64,
-        sample: impl Fn(&mut StdRng) -> f64,
-        step: impl Fn(f64) -> f64,
-    ) {
-        check_backward_in(Dir::Inverse, name, layer, dim, fields, seed, sample, step)
-    }
-
-    /// [`check_backward`] through `forward` and `forward_backward`: `sample` draws points
-    /// of the domain, `J = ȳ·y + w·log-det`.
-    fn check_forward_backward<L: Elementwise<f64> + ElementwiseParams<f64> + Clone>(
-        name: &str,
-        layer: &L,
-        dim: usize,
-        fields: &[(&str, Field<L>)],
-        seed: u64,
-        sample: impl Fn(&mut StdRng) -> f64,
-        step: impl Fn(f64) -> f64,
-    ) {
-        check_backward_in(Dir::Forward, name, layer, dim, fields, seed, sample, step)
-    }
-
-    /// [`check_backward`] in the direction `dir`.
+    /// At random `j`, `v = sample(rng)` (in the domain of the kernel of `dir`: the codomain
+    /// towards the base, the domain towards the data) and random `out̄`, `w`, plus the unit
+    /// pairs `(1, 0)` and `(0, 1)`: checks `∂J/∂v` of `J = out̄·output + w·log-det` from the
+    /// backward kernel of `dir` against central differences in `v` (step `step(v)`, small
+    /// against the distance to the boundary), and every parameter gradient (the flat
+    /// layout `fields` in order) against central differences in that pub field. Gradients
+    /// of other coordinates stay untouched and `param_grad` is added to, not overwritten.
     #[allow(clippy::too_many_arguments)]
-    fn check_backward_in<L: Elementwise<f64> + ElementwiseParams<f64> + Clone>(
-        dir: Dir,
+    fn check_backward<L: Elementwise<f64> + ElementwiseParams<f64> + Clone>(
+        dir: Direction,
         name: &str,
         layer: &L,
         dim: usize,
@@ -1707,9 +1673,10 @@ mod tests {
         1e-3 * y.abs().max(1.0)
     }
 
-    #[test]
-    fn backward_of_learnable_layers_matches_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(11);
+    /// Every learnable layer (random parameters, four draws) and the constant shift and
+    /// scale, through the kernels of `dir`.
+    fn learnable_layers_match_fd(dir: Direction, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
         let affine_fields: [(&str, Field<Affine<f64>>); 2] = [
             ("shift", |l| &mut l.shift),
             ("log_scale", |l| &mut l.log_scale),
@@ -1718,25 +1685,68 @@ mod tests {
         let scale_fields: [(&str, Field<Scale<f64>>); 1] = [("log_scale", |l| &mut l.log_scale)];
         for seed in 0..4 {
             let layer = random_affine(&mut rng);
-            check_backward("affine", &layer, 3, &affine_fields, seed, reals, real_step);
+            check_backward(
+                dir,
+                "affine",
+                &layer,
+                3,
+                &affine_fields,
+                seed,
+                reals,
+                real_step,
+            );
             let layer = random_shift(&mut rng);
-            check_backward("shift", &layer, 3, &shift_fields, seed, reals, real_step);
+            check_backward(
+                dir,
+                "shift",
+                &layer,
+                3,
+                &shift_fields,
+                seed,
+                reals,
+                real_step,
+            );
             let layer = random_scale(&mut rng, 1.0);
-            check_backward("scale", &layer, 3, &scale_fields, seed, reals, real_step);
+            check_backward(
+                dir,
+                "scale",
+                &layer,
+                3,
+                &scale_fields,
+                seed,
+                reals,
+                real_step,
+            );
             let layer = random_scale(&mut rng, -1.0);
-            check_backward("scale(−)", &layer, 3, &scale_fields, seed, reals, real_step);
+            check_backward(
+                dir,
+                "scale(−)",
+                &layer,
+                3,
+                &scale_fields,
+                seed,
+                reals,
+                real_step,
+            );
         }
-        // Constants: no parameters, the same ∂J/∂y.
+        // Constants: no parameters, the same ∂J/∂v.
         let layer = Shift::<f64>::constant(3, 0.7);
-        check_backward("shift(const)", &layer, 3, &[], 1, reals, real_step);
+        check_backward(dir, "shift(const)", &layer, 3, &[], 1, reals, real_step);
         let layer = Scale::<f64>::constant(3, -2.5);
-        check_backward("scale(const)", &layer, 3, &[], 2, reals, real_step);
+        check_backward(dir, "scale(const)", &layer, 3, &[], 2, reals, real_step);
+    }
+
+    #[test]
+    fn backward_of_learnable_layers_matches_finite_differences() {
+        learnable_layers_match_fd(Direction::Inverse, 11);
     }
 
     #[test]
     fn backward_of_fixed_layers_matches_finite_differences() {
+        let dir = Direction::Inverse;
         // (0, 1): y = σ(t), steps small against min(y, 1 − y).
         check_backward(
+            dir,
             "sigmoid",
             &Sigmoid,
             1,
@@ -1746,6 +1756,7 @@ mod tests {
             |y| 1e-3 * y.min(1.0 - y),
         );
         check_backward(
+            dir,
             "logit",
             &Logit,
             1,
@@ -1756,6 +1767,7 @@ mod tests {
         );
         // (−1, 1): y = tanh t.
         check_backward(
+            dir,
             "tanh",
             &Tanh,
             1,
@@ -1765,6 +1777,7 @@ mod tests {
             |y| 1e-3 * (1.0 - y.abs()),
         );
         check_backward(
+            dir,
             "atanh",
             &Atanh,
             1,
@@ -1775,9 +1788,10 @@ mod tests {
         );
         // (0, ∞): y = e^t.
         let pos = |r: &mut StdRng| r.random_range(-8.0f64..5.0).exp();
-        check_backward("softplus", &Softplus, 1, &[], 7, pos, |y| 1e-3 * y);
-        check_backward("exp", &Exp, 1, &[], 8, pos, |y| 1e-3 * y);
+        check_backward(dir, "softplus", &Softplus, 1, &[], 7, pos, |y| 1e-3 * y);
+        check_backward(dir, "exp", &Exp, 1, &[], 8, pos, |y| 1e-3 * y);
         check_backward(
+            dir,
             "log",
             &Log,
             1,
@@ -1788,6 +1802,7 @@ mod tests {
         );
         // Away from the kink at 0 (the step stays on one side).
         check_backward(
+            dir,
             "leaky_relu",
             &leaky::<f64>(),
             1,
@@ -1898,37 +1913,47 @@ mod tests {
         );
     }
 
-    fn backward_outside_codomain_is_nan_in<F: Float>() {
-        fn rejected<F: Float, L: Elementwise<F> + ElementwiseParams<F>>(
-            name: &str,
-            layer: &L,
-            ys: &[f64],
-        ) {
-            for &y in ys {
-                let before: Vec<F> = (0..layer.param_len()).map(|k| F::of(k as f64)).collect();
-                let mut pg = before.clone();
-                let g = layer.inverse_backward(0, F::of(y), F::one(), F::one(), &mut pg);
-                assert!(g.is_nan(), "{name} backward at {y} = {g}");
-                assert_eq!(pg, before, "{name} at {y}: param_grad touched");
-            }
+    /// The backward kernel of `dir` at each of `vs` (outside where it is defined) is NaN
+    /// and leaves `param_grad` as it was.
+    fn rejected<F: Float, L: Elementwise<F> + ElementwiseParams<F>>(
+        dir: Direction,
+        name: &str,
+        layer: &L,
+        vs: &[f64],
+    ) {
+        for &v in vs {
+            let before: Vec<F> = (0..layer.param_len()).map(|k| F::of(k as f64)).collect();
+            let mut pg = before.clone();
+            let g = pass_backward(layer, dir, 0, F::of(v), F::one(), F::one(), &mut pg);
+            assert!(g.is_nan(), "{name} {dir:?} backward at {v} = {g}");
+            assert_eq!(pg, before, "{name} {dir:?} at {v}: param_grad touched");
         }
+    }
+
+    fn backward_outside_codomain_is_nan_in<F: Float>() {
+        let dir = Direction::Inverse;
         let (inf, nan) = (f64::INFINITY, f64::NAN);
         let non_finite = [inf, -inf, nan];
-        rejected::<F, _>("sigmoid", &Sigmoid, &[0.0, -0.0, 1.0, -0.5, 1.5, inf, nan]);
-        rejected::<F, _>("tanh", &Tanh, &[1.0, -1.0, 1.5, -2.0, inf, -inf, nan]);
+        rejected::<F, _>(
+            dir,
+            "sigmoid",
+            &Sigmoid,
+            &[0.0, -0.0, 1.0, -0.5, 1.5, inf, nan],
+        );
+        rejected::<F, _>(dir, "tanh", &Tanh, &[1.0, -1.0, 1.5, -2.0, inf, -inf, nan]);
         for y in [0.0, -0.0, -1e-30, -3.0, inf, -inf, nan] {
-            rejected::<F, _>("softplus", &Softplus, &[y]);
-            rejected::<F, _>("exp", &Exp, &[y]);
+            rejected::<F, _>(dir, "softplus", &Softplus, &[y]);
+            rejected::<F, _>(dir, "exp", &Exp, &[y]);
         }
-        rejected::<F, _>("affine", &affine::<F>(), &non_finite);
-        rejected::<F, _>("shift", &shift::<F>(), &non_finite);
-        rejected::<F, _>("scale", &scale::<F>(), &non_finite);
+        rejected::<F, _>(dir, "affine", &affine::<F>(), &non_finite);
+        rejected::<F, _>(dir, "shift", &shift::<F>(), &non_finite);
+        rejected::<F, _>(dir, "scale", &scale::<F>(), &non_finite);
         let learnable_scale = Scale::<F>::learnable(2);
-        rejected::<F, _>("scale", &learnable_scale, &non_finite);
-        rejected::<F, _>("logit", &Logit, &non_finite);
-        rejected::<F, _>("atanh", &Atanh, &non_finite);
-        rejected::<F, _>("log", &Log, &non_finite);
-        rejected::<F, _>("leaky_relu", &leaky::<F>(), &non_finite);
+        rejected::<F, _>(dir, "scale", &learnable_scale, &non_finite);
+        rejected::<F, _>(dir, "logit", &Logit, &non_finite);
+        rejected::<F, _>(dir, "atanh", &Atanh, &non_finite);
+        rejected::<F, _>(dir, "log", &Log, &non_finite);
+        rejected::<F, _>(dir, "leaky_relu", &leaky::<F>(), &non_finite);
     }
 
     #[test]
@@ -1937,45 +1962,53 @@ mod tests {
         backward_outside_codomain_is_nan_in::<f32>();
     }
 
-    #[test]
-    fn f32_backward_tracks_f64() {
-        fn compare(
-            name: &str,
-            l32: &(impl Elementwise<f32> + ElementwiseParams<f32>),
-            l64: &(impl Elementwise<f64> + ElementwiseParams<f64>),
-            ys: &[f64],
-        ) {
-            for &y in ys {
-                let y = y as f32;
-                for j in 0..2 {
-                    let mut p32 = vec![0.0f32; l32.param_len()];
-                    let mut p64 = vec![0.0f64; l64.param_len()];
-                    let g32 = l32.inverse_backward(j, y, 0.7, -1.3, &mut p32) as f64;
-                    let g64 = l64.inverse_backward(j, y as f64, 0.7, -1.3, &mut p64);
+    /// The backward kernel of `dir` in f32 against f64 on coordinates 0 and 1 at each of
+    /// `vs` (rounded to f32), to 1e-5, parameter gradients too.
+    fn f32_tracks_f64(
+        dir: Direction,
+        name: &str,
+        l32: &(impl Elementwise<f32> + ElementwiseParams<f32>),
+        l64: &(impl Elementwise<f64> + ElementwiseParams<f64>),
+        vs: &[f64],
+    ) {
+        for &v in vs {
+            let v = v as f32;
+            for j in 0..2 {
+                let mut p32 = vec![0.0f32; l32.param_len()];
+                let mut p64 = vec![0.0f64; l64.param_len()];
+                let g32 = pass_backward(l32, dir, j, v, 0.7, -1.3, &mut p32) as f64;
+                let g64 = pass_backward(l64, dir, j, v as f64, 0.7, -1.3, &mut p64);
+                assert!(
+                    (g32 - g64).abs() <= 1e-5 * (1.0 + g64.abs()),
+                    "{name} {dir:?} at {v}: {g32} vs {g64}"
+                );
+                for (a, b) in p32.iter().zip(&p64) {
+                    let a = *a as f64;
                     assert!(
-                        (g32 - g64).abs() <= 1e-5 * (1.0 + g64.abs()),
-                        "{name} at {y}: {g32} vs {g64}"
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{name} {dir:?} at {v}"
                     );
-                    for (a, b) in p32.iter().zip(&p64) {
-                        let a = *a as f64;
-                        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{name} at {y}");
-                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn f32_backward_tracks_f64() {
+        let dir = Direction::Inverse;
         let reals = grid(-8.0, 8.0, 64);
-        compare("affine", &affine::<f32>(), &affine::<f64>(), &reals);
-        compare("shift", &shift::<f32>(), &shift::<f64>(), &reals);
-        compare("scale", &scale::<f32>(), &scale::<f64>(), &reals);
-        compare("logit", &Logit, &Logit, &reals);
-        compare("atanh", &Atanh, &Atanh, &reals);
-        compare("log", &Log, &Log, &reals);
-        compare("leaky_relu", &leaky::<f32>(), &leaky::<f64>(), &reals);
-        compare("sigmoid", &Sigmoid, &Sigmoid, &grid(0.0, 1.0, 64));
-        compare("tanh", &Tanh, &Tanh, &grid(-1.0, 1.0, 64));
+        f32_tracks_f64(dir, "affine", &affine::<f32>(), &affine::<f64>(), &reals);
+        f32_tracks_f64(dir, "shift", &shift::<f32>(), &shift::<f64>(), &reals);
+        f32_tracks_f64(dir, "scale", &scale::<f32>(), &scale::<f64>(), &reals);
+        f32_tracks_f64(dir, "logit", &Logit, &Logit, &reals);
+        f32_tracks_f64(dir, "atanh", &Atanh, &Atanh, &reals);
+        f32_tracks_f64(dir, "log", &Log, &Log, &reals);
+        f32_tracks_f64(dir, "leaky_relu", &leaky::<f32>(), &leaky::<f64>(), &reals);
+        f32_tracks_f64(dir, "sigmoid", &Sigmoid, &Sigmoid, &grid(0.0, 1.0, 64));
+        f32_tracks_f64(dir, "tanh", &Tanh, &Tanh, &grid(-1.0, 1.0, 64));
         let pos = log_grid(1e-3, 1e3, 64);
-        compare("softplus", &Softplus, &Softplus, &pos);
-        compare("exp", &Exp, &Exp, &pos);
+        f32_tracks_f64(dir, "softplus", &Softplus, &Softplus, &pos);
+        f32_tracks_f64(dir, "exp", &Exp, &Exp, &pos);
     }
 
     /// `(name, shape, values)` as visited.
@@ -2069,18 +2102,12 @@ mod tests {
         assert_eq!(Layer::<f64>::param_len(&Sigmoid), 0);
     }
 
-    /// `inverse_backward_block` of the `Layer` impl against finite differences of the block
-    /// objective `Σ x̄ ⊙ inverse(y) + Σ_r weight[r]·ld[r]`, in `y` and in every flat
+    /// The backward block of `dir` against finite differences of the block objective
+    /// `Σ x̄ ⊙ out(y) + Σ_r weight[r]·ld[r]` of its pass, in the input `y` and in every flat
     /// parameter (perturbed through `visit_params_mut`); parameter gradients accumulate
     /// over rows and onto what `param_grad` held.
-    fn check_block<L: crate::layers::Layer<f64> + Clone>(name: &str, layer: &L, y: Array2<f64>) {
-        check_block_in(Dir::Inverse, name, layer, y)
-    }
-
-    /// [`check_block`] in the direction `dir` (`forward_block`, `forward_backward_block`
-    /// for [`Dir::Forward`], with `y` the forward's input).
-    fn check_block_in<L: crate::layers::Layer<f64> + Clone>(
-        dir: Dir,
+    fn check_block<L: crate::layers::Layer<f64> + Clone>(
+        dir: Direction,
         name: &str,
         layer: &L,
         y: Array2<f64>,
@@ -2094,10 +2121,7 @@ mod tests {
             let mut x = y.clone();
             let mut ld = Array1::zeros(rows);
             let ws = &mut Workspace::default();
-            match dir {
-                Dir::Inverse => l.inverse_block(x.view_mut(), ld.view_mut(), ws),
-                Dir::Forward => l.forward_block(x.view_mut(), ld.view_mut(), ws),
-            }
+            dir.block(l, x.view_mut(), ld.view_mut(), ws);
             (&x * &x_bar).sum() + ld.dot(&weight)
         };
         let p = layer.param_len();
@@ -2105,10 +2129,7 @@ mod tests {
         let mut pg = before.clone();
         let mut grad = x_bar.clone();
         let (ws, w) = (&mut Workspace::default(), weight.view());
-        match dir {
-            Dir::Inverse => layer.inverse_backward_block(y.view(), grad.view_mut(), w, &mut pg, ws),
-            Dir::Forward => layer.forward_backward_block(y.view(), grad.view_mut(), w, &mut pg, ws),
-        }
+        dir.backward_block(layer, y.view(), grad.view_mut(), w, &mut pg, ws);
         for r in 0..rows {
             for c in 0..cols {
                 let fd = central_fd(
@@ -2168,55 +2189,39 @@ mod tests {
 
     #[test]
     fn block_backward_matches_finite_differences() {
+        let inv = Direction::Inverse;
         let mut rng = StdRng::seed_from_u64(14);
         let reals = Array2::from_shape_fn((5, 3), |_| rng.random_range(-3.0..3.0));
         let unit = reals.mapv(sigmoid);
-        check_block("affine", &random_affine(&mut rng), reals.clone());
-        check_block("shift", &random_shift(&mut rng), reals.clone());
-        check_block("scale", &random_scale(&mut rng, -1.0), reals.clone());
+        check_block(inv, "affine", &random_affine(&mut rng), reals.clone());
+        check_block(inv, "shift", &random_shift(&mut rng), reals.clone());
+        check_block(inv, "scale", &random_scale(&mut rng, -1.0), reals.clone());
         check_block(
+            inv,
             "scale(const)",
             &Scale::<f64>::constant(3, 0.5),
             reals.clone(),
         );
-        check_block("sigmoid", &Sigmoid, unit.clone());
-        check_block("logit", &Logit, reals.clone());
-        check_block("tanh", &Tanh, reals.mapv(f64::tanh));
-        check_block("exp", &Exp, reals.mapv(f64::exp));
-        check_block("leaky_relu", &leaky::<f64>(), reals);
+        check_block(inv, "sigmoid", &Sigmoid, unit.clone());
+        check_block(inv, "logit", &Logit, reals.clone());
+        check_block(inv, "tanh", &Tanh, reals.mapv(f64::tanh));
+        check_block(inv, "exp", &Exp, reals.mapv(f64::exp));
+        check_block(inv, "leaky_relu", &leaky::<f64>(), reals);
     }
 
     #[test]
     fn forward_backward_of_learnable_layers_matches_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(21);
-        let affine_fields: [(&str, Field<Affine<f64>>); 2] = [
-            ("shift", |l| &mut l.shift),
-            ("log_scale", |l| &mut l.log_scale),
-        ];
-        let shift_fields: [(&str, Field<Shift<f64>>); 1] = [("shift", |l| &mut l.shift)];
-        let scale_fields: [(&str, Field<Scale<f64>>); 1] = [("log_scale", |l| &mut l.log_scale)];
-        for seed in 0..4 {
-            let layer = random_affine(&mut rng);
-            check_forward_backward("affine", &layer, 3, &affine_fields, seed, reals, real_step);
-            let layer = random_shift(&mut rng);
-            check_forward_backward("shift", &layer, 3, &shift_fields, seed, reals, real_step);
-            let layer = random_scale(&mut rng, 1.0);
-            check_forward_backward("scale", &layer, 3, &scale_fields, seed, reals, real_step);
-            let layer = random_scale(&mut rng, -1.0);
-            check_forward_backward("scale(−)", &layer, 3, &scale_fields, seed, reals, real_step);
-        }
-        let layer = Shift::<f64>::constant(3, 0.7);
-        check_forward_backward("shift(const)", &layer, 3, &[], 1, reals, real_step);
-        let layer = Scale::<f64>::constant(3, -2.5);
-        check_forward_backward("scale(const)", &layer, 3, &[], 2, reals, real_step);
+        learnable_layers_match_fd(Direction::Forward, 21);
     }
 
     #[test]
     fn forward_backward_of_fixed_layers_matches_finite_differences() {
+        let dir = Direction::Forward;
         let wide = |r: &mut StdRng| r.random_range(-9.0..9.0);
-        check_forward_backward("sigmoid", &Sigmoid, 1, &[], 3, wide, real_step);
+        check_backward(dir, "sigmoid", &Sigmoid, 1, &[], 3, wide, real_step);
         // (0, 1): x = σ(t), steps small against min(x, 1 − x).
-        check_forward_backward(
+        check_backward(
+            dir,
             "logit",
             &Logit,
             1,
@@ -2225,9 +2230,10 @@ mod tests {
             |r| sigmoid(r.random_range(-9.0..9.0)),
             |x| 1e-3 * x.min(1.0 - x),
         );
-        check_forward_backward("tanh", &Tanh, 1, &[], 5, reals, real_step);
+        check_backward(dir, "tanh", &Tanh, 1, &[], 5, reals, real_step);
         // (−1, 1): x = tanh t.
-        check_forward_backward(
+        check_backward(
+            dir,
             "atanh",
             &Atanh,
             1,
@@ -2236,12 +2242,13 @@ mod tests {
             |r| r.random_range(-6.0f64..6.0).tanh(),
             |x| 1e-3 * (1.0 - x.abs()),
         );
-        check_forward_backward("softplus", &Softplus, 1, &[], 7, wide, real_step);
-        check_forward_backward("exp", &Exp, 1, &[], 8, reals, real_step);
+        check_backward(dir, "softplus", &Softplus, 1, &[], 7, wide, real_step);
+        check_backward(dir, "exp", &Exp, 1, &[], 8, reals, real_step);
         // (0, ∞): x = e^t.
         let pos = |r: &mut StdRng| r.random_range(-8.0f64..5.0).exp();
-        check_forward_backward("log", &Log, 1, &[], 9, pos, |x| 1e-3 * x);
-        check_forward_backward(
+        check_backward(dir, "log", &Log, 1, &[], 9, pos, |x| 1e-3 * x);
+        check_backward(
+            dir,
             "leaky_relu",
             &leaky::<f64>(),
             1,
@@ -2297,33 +2304,21 @@ mod tests {
     }
 
     fn forward_backward_outside_domain_is_nan_in<F: Float>() {
-        fn rejected<F: Float, L: Elementwise<F> + ElementwiseParams<F>>(
-            name: &str,
-            layer: &L,
-            xs: &[f64],
-        ) {
-            for &x in xs {
-                let before: Vec<F> = (0..layer.param_len()).map(|k| F::of(k as f64)).collect();
-                let mut pg = before.clone();
-                let g = layer.forward_backward(0, F::of(x), F::one(), F::one(), &mut pg);
-                assert!(g.is_nan(), "{name} forward backward at {x} = {g}");
-                assert_eq!(pg, before, "{name} at {x}: param_grad touched");
-            }
-        }
+        let dir = Direction::Forward;
         let (inf, nan) = (f64::INFINITY, f64::NAN);
         let non_finite = [inf, -inf, nan];
-        rejected::<F, _>("affine", &affine::<F>(), &non_finite);
-        rejected::<F, _>("shift", &shift::<F>(), &non_finite);
-        rejected::<F, _>("scale", &scale::<F>(), &non_finite);
-        rejected::<F, _>("scale", &Scale::<F>::learnable(2), &non_finite);
-        rejected::<F, _>("sigmoid", &Sigmoid, &non_finite);
-        rejected::<F, _>("tanh", &Tanh, &non_finite);
-        rejected::<F, _>("softplus", &Softplus, &non_finite);
-        rejected::<F, _>("exp", &Exp, &non_finite);
-        rejected::<F, _>("leaky_relu", &leaky::<F>(), &non_finite);
-        rejected::<F, _>("logit", &Logit, &[-1e-30, -0.5, 1.5, inf, -inf, nan]);
-        rejected::<F, _>("atanh", &Atanh, &[1.5, -1.0 - 1e-6, inf, -inf, nan]);
-        rejected::<F, _>("log", &Log, &[-1e-30, -1.0, inf, -inf, nan]);
+        rejected::<F, _>(dir, "affine", &affine::<F>(), &non_finite);
+        rejected::<F, _>(dir, "shift", &shift::<F>(), &non_finite);
+        rejected::<F, _>(dir, "scale", &scale::<F>(), &non_finite);
+        rejected::<F, _>(dir, "scale", &Scale::<F>::learnable(2), &non_finite);
+        rejected::<F, _>(dir, "sigmoid", &Sigmoid, &non_finite);
+        rejected::<F, _>(dir, "tanh", &Tanh, &non_finite);
+        rejected::<F, _>(dir, "softplus", &Softplus, &non_finite);
+        rejected::<F, _>(dir, "exp", &Exp, &non_finite);
+        rejected::<F, _>(dir, "leaky_relu", &leaky::<F>(), &non_finite);
+        rejected::<F, _>(dir, "logit", &Logit, &[-1e-30, -0.5, 1.5, inf, -inf, nan]);
+        rejected::<F, _>(dir, "atanh", &Atanh, &[1.5, -1.0 - 1e-6, inf, -inf, nan]);
+        rejected::<F, _>(dir, "log", &Log, &[-1e-30, -1.0, inf, -inf, nan]);
     }
 
     #[test]
@@ -2370,62 +2365,39 @@ mod tests {
 
     #[test]
     fn f32_forward_backward_tracks_f64() {
-        fn compare(
-            name: &str,
-            l32: &(impl Elementwise<f32> + ElementwiseParams<f32>),
-            l64: &(impl Elementwise<f64> + ElementwiseParams<f64>),
-            xs: &[f64],
-        ) {
-            for &x in xs {
-                let x = x as f32;
-                for j in 0..2 {
-                    let mut p32 = vec![0.0f32; l32.param_len()];
-                    let mut p64 = vec![0.0f64; l64.param_len()];
-                    let g32 = l32.forward_backward(j, x, 0.7, -1.3, &mut p32) as f64;
-                    let g64 = l64.forward_backward(j, x as f64, 0.7, -1.3, &mut p64);
-                    assert!(
-                        (g32 - g64).abs() <= 1e-5 * (1.0 + g64.abs()),
-                        "{name} at {x}: {g32} vs {g64}"
-                    );
-                    for (a, b) in p32.iter().zip(&p64) {
-                        let a = *a as f64;
-                        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{name} at {x}");
-                    }
-                }
-            }
-        }
+        let dir = Direction::Forward;
         let reals = grid(-8.0, 8.0, 64);
-        compare("affine", &affine::<f32>(), &affine::<f64>(), &reals);
-        compare("shift", &shift::<f32>(), &shift::<f64>(), &reals);
-        compare("scale", &scale::<f32>(), &scale::<f64>(), &reals);
-        compare("sigmoid", &Sigmoid, &Sigmoid, &reals);
-        compare("tanh", &Tanh, &Tanh, &reals);
-        compare("softplus", &Softplus, &Softplus, &reals);
-        compare("exp", &Exp, &Exp, &reals);
-        compare("leaky_relu", &leaky::<f32>(), &leaky::<f64>(), &reals);
-        compare("logit", &Logit, &Logit, &grid(0.0, 1.0, 64));
-        compare("atanh", &Atanh, &Atanh, &grid(-1.0, 1.0, 64));
-        compare("log", &Log, &Log, &log_grid(1e-3, 1e3, 64));
+        f32_tracks_f64(dir, "affine", &affine::<f32>(), &affine::<f64>(), &reals);
+        f32_tracks_f64(dir, "shift", &shift::<f32>(), &shift::<f64>(), &reals);
+        f32_tracks_f64(dir, "scale", &scale::<f32>(), &scale::<f64>(), &reals);
+        f32_tracks_f64(dir, "sigmoid", &Sigmoid, &Sigmoid, &reals);
+        f32_tracks_f64(dir, "tanh", &Tanh, &Tanh, &reals);
+        f32_tracks_f64(dir, "softplus", &Softplus, &Softplus, &reals);
+        f32_tracks_f64(dir, "exp", &Exp, &Exp, &reals);
+        f32_tracks_f64(dir, "leaky_relu", &leaky::<f32>(), &leaky::<f64>(), &reals);
+        f32_tracks_f64(dir, "logit", &Logit, &Logit, &grid(0.0, 1.0, 64));
+        f32_tracks_f64(dir, "atanh", &Atanh, &Atanh, &grid(-1.0, 1.0, 64));
+        f32_tracks_f64(dir, "log", &Log, &Log, &log_grid(1e-3, 1e3, 64));
     }
 
     #[test]
     fn forward_block_backward_matches_finite_differences() {
         let mut rng = StdRng::seed_from_u64(24);
         let reals = Array2::from_shape_fn((5, 3), |_| rng.random_range(-3.0..3.0));
-        let fwd = Dir::Forward;
-        check_block_in(fwd, "affine", &random_affine(&mut rng), reals.clone());
-        check_block_in(fwd, "shift", &random_shift(&mut rng), reals.clone());
-        check_block_in(fwd, "scale", &random_scale(&mut rng, -1.0), reals.clone());
+        let fwd = Direction::Forward;
+        check_block(fwd, "affine", &random_affine(&mut rng), reals.clone());
+        check_block(fwd, "shift", &random_shift(&mut rng), reals.clone());
+        check_block(fwd, "scale", &random_scale(&mut rng, -1.0), reals.clone());
         let constant = Scale::<f64>::constant(3, 0.5);
-        check_block_in(fwd, "scale(const)", &constant, reals.clone());
-        check_block_in(fwd, "sigmoid", &Sigmoid, reals.clone());
-        check_block_in(fwd, "logit", &Logit, reals.mapv(sigmoid));
-        check_block_in(fwd, "tanh", &Tanh, reals.clone());
-        check_block_in(fwd, "atanh", &Atanh, reals.mapv(f64::tanh));
-        check_block_in(fwd, "softplus", &Softplus, reals.clone());
-        check_block_in(fwd, "exp", &Exp, reals.clone());
-        check_block_in(fwd, "log", &Log, reals.mapv(f64::exp));
-        check_block_in(fwd, "leaky_relu", &leaky::<f64>(), reals);
+        check_block(fwd, "scale(const)", &constant, reals.clone());
+        check_block(fwd, "sigmoid", &Sigmoid, reals.clone());
+        check_block(fwd, "logit", &Logit, reals.mapv(sigmoid));
+        check_block(fwd, "tanh", &Tanh, reals.clone());
+        check_block(fwd, "atanh", &Atanh, reals.mapv(f64::tanh));
+        check_block(fwd, "softplus", &Softplus, reals.clone());
+        check_block(fwd, "exp", &Exp, reals.clone());
+        check_block(fwd, "log", &Log, reals.mapv(f64::exp));
+        check_block(fwd, "leaky_relu", &leaky::<f64>(), reals);
     }
 
     // ----- the fused loop (`map_rows`) -------------------------------------------------
