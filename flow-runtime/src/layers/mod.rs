@@ -25,6 +25,7 @@ pub mod linear;
 pub mod permute;
 pub mod planar;
 pub mod radial;
+mod row_by_row;
 pub mod spline;
 
 pub use crate::made::Order;

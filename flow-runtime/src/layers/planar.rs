@@ -5,127 +5,17 @@
 //! The layer also computes its inverse (a scalar equation, solved to full precision) and
 //! the reverse mode through both directions, so that round trips and gradients can be
 //! checked; a flow built of these layers is still "forward-only" (no closed-form inverse).
-//!
-//! The row helpers at the top are shared with [`crate::layers::radial`].
 
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 
 use crate::fastmath;
 use crate::float::Float;
 use crate::layers::Layer;
+use crate::layers::row_by_row::{
+    all_finite, check_backward, dot, for_each_row_pair, row_by_row_methods, sigmoid,
+};
 use crate::workspace::Workspace;
-
-/// `Σ a[i]·b[i]` over the shorter length, in index order.
-#[inline]
-pub(super) fn dot<F: Float>(a: &[F], b: &[F]) -> F {
-    a.iter().zip(b).fold(F::zero(), |s, (&a, &b)| s + a * b)
-}
-
-/// The logistic function `1/(1 + e^{−x})` (0 and 1 at the extremes, no NaN).
-#[inline]
-pub(super) fn sigmoid<F: Float>(x: F) -> F {
-    F::one() / (F::one() + fastmath::exp(-x))
-}
-
-/// Whether every entry is finite.
-#[inline]
-pub(super) fn all_finite<F: Float>(v: &[F]) -> bool {
-    v.iter().all(|v| v.is_finite())
-}
-
-/// Runs `f(i, row)` on every row `i` of `x` as a contiguous slice: in place when the row
-/// is contiguous, else through `buf` (at least `x.ncols()` elements), copied back.
-pub(super) fn for_each_row<F: Float>(
-    mut x: ArrayViewMut2<'_, F>,
-    buf: &mut [F],
-    mut f: impl FnMut(usize, &mut [F]),
-) {
-    let d = x.ncols();
-    let buf = &mut buf[..d];
-    for (i, mut row) in x.rows_mut().into_iter().enumerate() {
-        match row.as_slice_mut() {
-            Some(s) => f(i, s),
-            None => {
-                buf.iter_mut().zip(row.iter()).for_each(|(b, &v)| *b = v);
-                f(i, buf);
-                row.iter_mut().zip(buf.iter()).for_each(|(r, &b)| *r = b);
-            }
-        }
-    }
-}
-
-/// Runs `f(i, z_row, grad_row)` on every row pair as contiguous slices (strided rows go
-/// through `z_buf` and `g_buf`, at least `ncols` elements each; `grad_row` is copied back).
-pub(super) fn for_each_row_pair<F: Float>(
-    z: ArrayView2<'_, F>,
-    mut grad: ArrayViewMut2<'_, F>,
-    z_buf: &mut [F],
-    g_buf: &mut [F],
-    mut f: impl FnMut(usize, &[F], &mut [F]),
-) {
-    let d = z.ncols();
-    let (z_buf, g_buf) = (&mut z_buf[..d], &mut g_buf[..d]);
-    for (i, (z_row, mut g_row)) in z.rows().into_iter().zip(grad.rows_mut()).enumerate() {
-        let z_s: &[F] = match z_row.to_slice() {
-            Some(s) => s,
-            None => {
-                z_buf
-                    .iter_mut()
-                    .zip(z_row.iter())
-                    .for_each(|(b, &v)| *b = v);
-                z_buf
-            }
-        };
-        match g_row.as_slice_mut() {
-            Some(g) => f(i, z_s, g),
-            None => {
-                g_buf
-                    .iter_mut()
-                    .zip(g_row.iter())
-                    .for_each(|(b, &v)| *b = v);
-                f(i, z_s, g_buf);
-                g_row
-                    .iter_mut()
-                    .zip(g_buf.iter())
-                    .for_each(|(r, &b)| *r = b);
-            }
-        }
-    }
-}
-
-/// Checks the shapes a block method of a `dim`-coordinate layer receives.
-pub(super) fn check_block(name: &str, dim: usize, cols: usize, rows: usize, per_row: usize) {
-    assert_eq!(
-        cols, dim,
-        "{name}: the block has {cols} columns, the layer {dim} coordinates"
-    );
-    assert_eq!(
-        per_row, rows,
-        "{name}: {per_row} log-dets or weights for {rows} rows"
-    );
-}
-
-/// Checks the shapes a backward block method receives.
-pub(super) fn check_backward(
-    name: &str,
-    dim: usize,
-    z: (usize, usize),
-    grad: (usize, usize),
-    weights: usize,
-    param_grad: usize,
-    param_len: usize,
-) {
-    check_block(name, dim, z.1, z.0, weights);
-    assert_eq!(
-        grad, z,
-        "{name}: the input and gradient blocks differ in shape"
-    );
-    assert_eq!(
-        param_grad, param_len,
-        "{name}: param_grad has {param_grad} entries, the layer {param_len} parameters"
-    );
-}
 
 /// The floor of `‖w‖²` in the reparametrisation, `ε²` (machine epsilon squared: ≈ 4.9e-32
 /// in `f64`, 1.4e-14 in `f32`), so that `w = 0` gives finite values and gradients.
@@ -409,8 +299,8 @@ impl<F: Float> Planar<F> {
         s
     }
 
-    /// The inverse of one row in place; returns its log-det (NaN row and `−inf` for a row
-    /// with a non-finite entry).
+    /// The inverse of one row in place (the scalar solve, then `z = y − û·tanh(s)`);
+    /// returns its log-det (NaN row and `−inf` for a row with a non-finite entry).
     #[inline]
     fn inverse_row(&self, k: &Reparam<F>, y: &mut [F]) -> F {
         if !all_finite(y) {
@@ -499,56 +389,7 @@ struct Accumulator<'a, F> {
 }
 
 impl<F: Float> Layer<F> for Planar<F> {
-    fn kind(&self) -> &'static str {
-        "planar"
-    }
-
-    /// Row by row (the point kernel, the same bits); workspace: one row buffer for
-    /// strided blocks.
-    fn forward_block(
-        &self,
-        x: ArrayViewMut2<'_, F>,
-        mut log_det: ArrayViewMut1<'_, F>,
-        ws: &mut Workspace<F>,
-    ) {
-        let d = self.dim();
-        check_block("planar", d, x.ncols(), x.nrows(), log_det.len());
-        let k = self.reparam();
-        let [buf] = ws.slices([d]);
-        for_each_row(x, buf, |i, row| log_det[i] += self.forward_row(&k, row));
-    }
-
-    /// Row by row: the scalar solve, then `z = y − û·tanh(s)`.
-    fn inverse_block(
-        &self,
-        y: ArrayViewMut2<'_, F>,
-        mut log_det: ArrayViewMut1<'_, F>,
-        ws: &mut Workspace<F>,
-    ) {
-        let d = self.dim();
-        check_block("planar", d, y.ncols(), y.nrows(), log_det.len());
-        let k = self.reparam();
-        let [buf] = ws.slices([d]);
-        for_each_row(y, buf, |i, row| log_det[i] += self.inverse_row(&k, row));
-    }
-
-    fn forward_point(&self, x: &mut [F], _scratch: &mut [F]) -> F {
-        assert_eq!(
-            x.len(),
-            self.dim(),
-            "planar: the point has the wrong length"
-        );
-        self.forward_row(&self.reparam(), x)
-    }
-
-    fn inverse_point(&self, y: &mut [F], _scratch: &mut [F]) -> F {
-        assert_eq!(
-            y.len(),
-            self.dim(),
-            "planar: the point has the wrong length"
-        );
-        self.inverse_row(&self.reparam(), y)
-    }
+    row_by_row_methods!("planar", reparam);
 
     fn param_len(&self) -> usize {
         2 * self.dim() + 1

@@ -7,14 +7,14 @@
 //! mode through both directions, so that round trips and gradients can be checked; a flow
 //! built of these layers is still "forward-only".
 
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 
 use crate::fastmath;
 use crate::float::Float;
 use crate::layers::Layer;
-use crate::layers::planar::{
-    all_finite, check_backward, check_block, for_each_row, for_each_row_pair, sigmoid,
+use crate::layers::row_by_row::{
+    all_finite, check_backward, for_each_row_pair, row_by_row_methods, sigmoid,
 };
 use crate::workspace::Workspace;
 
@@ -216,8 +216,9 @@ impl<F: Float> Radial<F> {
         r
     }
 
-    /// The inverse of one row in place; returns its log-det (NaN row and `−inf` for a row
-    /// with a non-finite entry).
+    /// The inverse of one row in place (the radius from the quadratic, then
+    /// `z = y − β/(γ + r)·(y − z0)`); returns its log-det (NaN row and `−inf` for a row with
+    /// a non-finite entry).
     #[inline]
     fn inverse_row(&self, c: &Coefficients<F>, y: &mut [F]) -> F {
         if !all_finite(y) {
@@ -304,56 +305,7 @@ impl<F: Float> Radial<F> {
 }
 
 impl<F: Float> Layer<F> for Radial<F> {
-    fn kind(&self) -> &'static str {
-        "radial"
-    }
-
-    /// Row by row (the point kernel, the same bits); workspace: one row buffer for
-    /// strided blocks.
-    fn forward_block(
-        &self,
-        x: ArrayViewMut2<'_, F>,
-        mut log_det: ArrayViewMut1<'_, F>,
-        ws: &mut Workspace<F>,
-    ) {
-        let d = self.dim();
-        check_block("radial", d, x.ncols(), x.nrows(), log_det.len());
-        let c = self.coefficients();
-        let [buf] = ws.slices([d]);
-        for_each_row(x, buf, |i, row| log_det[i] += self.forward_row(&c, row));
-    }
-
-    /// Row by row: the radius from the quadratic, then `z = y − β/(γ + r)·(y − z0)`.
-    fn inverse_block(
-        &self,
-        y: ArrayViewMut2<'_, F>,
-        mut log_det: ArrayViewMut1<'_, F>,
-        ws: &mut Workspace<F>,
-    ) {
-        let d = self.dim();
-        check_block("radial", d, y.ncols(), y.nrows(), log_det.len());
-        let c = self.coefficients();
-        let [buf] = ws.slices([d]);
-        for_each_row(y, buf, |i, row| log_det[i] += self.inverse_row(&c, row));
-    }
-
-    fn forward_point(&self, x: &mut [F], _scratch: &mut [F]) -> F {
-        assert_eq!(
-            x.len(),
-            self.dim(),
-            "radial: the point has the wrong length"
-        );
-        self.forward_row(&self.coefficients(), x)
-    }
-
-    fn inverse_point(&self, y: &mut [F], _scratch: &mut [F]) -> F {
-        assert_eq!(
-            y.len(),
-            self.dim(),
-            "radial: the point has the wrong length"
-        );
-        self.inverse_row(&self.coefficients(), y)
-    }
+    row_by_row_methods!("radial", coefficients);
 
     fn param_len(&self) -> usize {
         self.dim() + 2
