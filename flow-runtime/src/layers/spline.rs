@@ -501,44 +501,8 @@ pub fn rq_inverse_backward<F: Float>(
     w: F,
     raw_grad: &mut [F],
 ) -> F {
-    assert_eq!(
-        raw.len(),
-        raw_grad.len(),
-        "spline: raw_grad has the wrong length"
-    );
-    let raw = Raw::split(raw);
-    let k = raw.widths.len();
-    let (gw, rest) = raw_grad.split_at_mut(k);
-    let (gh, gd) = rest.split_at_mut(k);
-    inverse_backward_raw(raw, bound, y, x_bar, w, gw, gh, gd)
-}
-
-/// [`rq_inverse_backward`] with the raw parameters and their gradients split by kind.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn inverse_backward_raw<F: Float>(
-    raw: Raw<'_, F>,
-    bound: F,
-    y: F,
-    x_bar: F,
-    w: F,
-    grad_widths: &mut [F],
-    grad_heights: &mut [F],
-    grad_derivatives: &mut [F],
-) -> F {
-    if !y.is_finite() {
-        return F::nan();
-    }
-    if !(y >= -bound && y <= bound) {
-        return x_bar;
-    }
-    with_softmax!(raw, |pw, ph| {
-        let (i, bin) = find_bin(raw, bound, y, true, pw, ph);
-        let (y_bar, g) = bin_inverse_backward(bin, y, x_bar, w);
-        let grads = (grad_widths, grad_heights, grad_derivatives);
-        bin_grad_to_raw(raw, bound, i, g, pw, ph, grads);
-        y_bar
-    })
+    let (raw, grads) = split_with_grad(raw, raw_grad);
+    backward_raw::<F, true>(raw, bound, y, x_bar, w, grads)
 }
 
 /// Reverse mode through [`rq_forward`] at `x` for `J = y_bar·y + w·log|dy/dx|`: returns
@@ -555,6 +519,17 @@ pub fn rq_forward_backward<F: Float>(
     w: F,
     raw_grad: &mut [F],
 ) -> F {
+    let (raw, grads) = split_with_grad(raw, raw_grad);
+    backward_raw::<F, false>(raw, bound, x, y_bar, w, grads)
+}
+
+/// `raw` and `raw_grad` split by kind (widths, heights, derivatives); panics unless the
+/// two have the same length.
+#[inline(always)]
+fn split_with_grad<'a, 'g, F: Float>(
+    raw: &'a [F],
+    raw_grad: &'g mut [F],
+) -> (Raw<'a, F>, RawGrad<'g, F>) {
     assert_eq!(
         raw.len(),
         raw_grad.len(),
@@ -564,34 +539,37 @@ pub fn rq_forward_backward<F: Float>(
     let k = raw.widths.len();
     let (gw, rest) = raw_grad.split_at_mut(k);
     let (gh, gd) = rest.split_at_mut(k);
-    forward_backward_raw(raw, bound, x, y_bar, w, gw, gh, gd)
+    (raw, (gw, gh, gd))
 }
 
-/// [`rq_forward_backward`] with the raw parameters and their gradients split by kind.
-#[allow(clippy::too_many_arguments)]
+/// [`rq_inverse_backward`] (`INVERSE`, at `v = y` for `J = out_bar·x + w·log|dx/dy|`) or
+/// [`rq_forward_backward`] (at `v = x`) with the raw parameters and their gradients split
+/// by kind: `∂J/∂v`, with `∂J/∂raw` added into `grads`. Each direction is its own
+/// monomorphisation, the kernel of the other not in it.
 #[inline]
-fn forward_backward_raw<F: Float>(
+fn backward_raw<F: Float, const INVERSE: bool>(
     raw: Raw<'_, F>,
     bound: F,
-    x: F,
-    y_bar: F,
+    v: F,
+    out_bar: F,
     w: F,
-    grad_widths: &mut [F],
-    grad_heights: &mut [F],
-    grad_derivatives: &mut [F],
+    grads: RawGrad<'_, F>,
 ) -> F {
-    if !x.is_finite() {
+    if !v.is_finite() {
         return F::nan();
     }
-    if !(x >= -bound && x <= bound) {
-        return y_bar;
+    if !(v >= -bound && v <= bound) {
+        return out_bar;
     }
     with_softmax!(raw, |pw, ph| {
-        let (i, bin) = find_bin(raw, bound, x, false, pw, ph);
-        let (x_bar, g) = bin_forward_backward(bin, x, y_bar, w);
-        let grads = (grad_widths, grad_heights, grad_derivatives);
+        let (i, bin) = find_bin(raw, bound, v, INVERSE, pw, ph);
+        let (v_bar, g) = if INVERSE {
+            bin_inverse_backward(bin, v, out_bar, w)
+        } else {
+            bin_forward_backward(bin, v, out_bar, w)
+        };
         bin_grad_to_raw(raw, bound, i, g, pw, ph, grads);
-        x_bar
+        v_bar
     })
 }
 
@@ -818,15 +796,15 @@ impl<F: Float> Elementwise<F> for Spline<F> {
     /// `widths`, `heights` and `derivatives` in the flat layout.
     #[inline]
     fn inverse_backward(&self, j: usize, y: F, x_bar: F, w: F, param_grad: &mut [F]) -> F {
-        let (gw, gh, gd) = self.coordinate_grad(j, param_grad);
-        inverse_backward_raw(self.raw(j), F::of(self.bound), y, x_bar, w, gw, gh, gd)
+        let grads = self.coordinate_grad(j, param_grad);
+        backward_raw::<F, true>(self.raw(j), F::of(self.bound), y, x_bar, w, grads)
     }
     /// [`rq_forward_backward`] on coordinate `j`, its gradients added as for
     /// [`Elementwise::inverse_backward`].
     #[inline]
     fn forward_backward(&self, j: usize, x: F, y_bar: F, w: F, param_grad: &mut [F]) -> F {
-        let (gw, gh, gd) = self.coordinate_grad(j, param_grad);
-        forward_backward_raw(self.raw(j), F::of(self.bound), x, y_bar, w, gw, gh, gd)
+        let grads = self.coordinate_grad(j, param_grad);
+        backward_raw::<F, false>(self.raw(j), F::of(self.bound), x, y_bar, w, grads)
     }
 }
 
