@@ -8,6 +8,8 @@
 //! cargo run --release --example checkerboard -- [--out DIR] [--seed S] [--steps N] [--model nsf|maf|all]
 //! ```
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/plots.rs"]
 mod plots;
 
@@ -83,28 +85,22 @@ fn options() -> Result<Options, Box<dyn Error>> {
         nsf: true,
         maf: true,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+    for (flag, value) in cli::flag_values()? {
         match flag.as_str() {
             "--out" => o.out = PathBuf::from(value),
             "--seed" => o.seed = value.parse()?,
             "--steps" => o.steps = value.parse()?,
             "--model" => {
-                (o.nsf, o.maf) = match value.as_str() {
-                    "nsf" => (true, false),
-                    "maf" => (false, true),
-                    "all" => (true, true),
-                    other => {
-                        return Err(format!("unknown model {other}: use nsf, maf or all").into());
-                    }
-                }
+                let choices = [
+                    ("nsf", (true, false)),
+                    ("maf", (false, true)),
+                    ("all", (true, true)),
+                ];
+                (o.nsf, o.maf) = cli::choose("model", &value, &choices)?;
             }
             _ => {
-                return Err(format!(
-                    "unknown option {flag} (options: --out DIR, --seed S, --steps N, --model nsf|maf|all)"
-                )
-                .into());
+                let options = "--out DIR, --seed S, --steps N, --model nsf|maf|all";
+                return Err(cli::unknown_option(&flag, options));
             }
         }
     }

@@ -3,6 +3,10 @@
 //!
 //! Run: `cargo run --release --example quickstart [-- --out DIR --n N --seed S]`
 
+#[path = "support/cli.rs"]
+#[allow(dead_code)] // no option here is a choice
+mod cli;
+
 use std::error::Error;
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,18 +37,12 @@ fn options() -> Result<Options, Box<dyn Error>> {
         n: 10_000,
         seed: 0,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+    for (flag, value) in cli::flag_values()? {
         match flag.as_str() {
             "--out" => o.out = PathBuf::from(value),
             "--n" => o.n = value.parse()?,
             "--seed" => o.seed = value.parse()?,
-            _ => {
-                return Err(
-                    format!("unknown option {flag} (options: --out DIR, --n N, --seed S)").into(),
-                );
-            }
+            _ => return Err(cli::unknown_option(&flag, "--out DIR, --n N, --seed S")),
         }
     }
     Ok(o)

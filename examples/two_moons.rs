@@ -20,6 +20,8 @@
 //! Data as `../shared/peers/README.md` defines it: 20 000 training points from the seed,
 //! 20 000 test points from seed 12345.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/data.rs"]
 mod data;
 #[path = "support/plots.rs"]
@@ -77,36 +79,23 @@ fn options() -> Result<Options, Box<dyn Error>> {
         recipe: Recipe::Best,
         torch_init: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+    for (flag, value) in cli::flag_values()? {
         match flag.as_str() {
             "--out" => o.out = PathBuf::from(value),
             "--seed" => o.seed = value.parse()?,
             "--steps" => o.steps = Some(value.parse()?),
             "--init" => {
-                o.torch_init = match value.as_str() {
-                    "identity" => false,
-                    "torch" => true,
-                    other => {
-                        return Err(format!("unknown init {other}: use identity or torch").into());
-                    }
-                }
+                o.torch_init =
+                    cli::choose("init", &value, &[("identity", false), ("torch", true)])?;
             }
             "--recipe" => {
-                o.recipe = match value.as_str() {
-                    "peers" => Recipe::Peers,
-                    "best" => Recipe::Best,
-                    other => {
-                        return Err(format!("unknown recipe {other}: use peers or best").into());
-                    }
-                }
+                let choices = [("peers", Recipe::Peers), ("best", Recipe::Best)];
+                o.recipe = cli::choose("recipe", &value, &choices)?;
             }
             _ => {
-                return Err(format!(
-                    "unknown option {flag} (options: --out DIR, --seed S, --steps N, --recipe peers|best, --init identity|torch)"
-                )
-                .into());
+                let options =
+                    "--out DIR, --seed S, --steps N, --recipe peers|best, --init identity|torch";
+                return Err(cli::unknown_option(&flag, options));
             }
         }
     }

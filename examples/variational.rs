@@ -31,6 +31,8 @@
 //! cargo run --release --example variational -- [--out DIR] [--seed S] [--steps N] [--model planar|iaf|all]
 //! ```
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/plots.rs"]
 #[allow(dead_code)] // the scatter plots and the single heatmap are not used here
 mod plots;
@@ -151,28 +153,22 @@ fn options() -> Result<Options, Box<dyn Error>> {
         planar: true,
         iaf: true,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+    for (flag, value) in cli::flag_values()? {
         match flag.as_str() {
             "--out" => o.out = PathBuf::from(value),
             "--seed" => o.seed = value.parse()?,
             "--steps" => o.steps = value.parse()?,
             "--model" => {
-                (o.planar, o.iaf) = match value.as_str() {
-                    "planar" => (true, false),
-                    "iaf" => (false, true),
-                    "all" => (true, true),
-                    other => {
-                        return Err(format!("unknown model {other}: use planar, iaf or all").into());
-                    }
-                }
+                let choices = [
+                    ("planar", (true, false)),
+                    ("iaf", (false, true)),
+                    ("all", (true, true)),
+                ];
+                (o.planar, o.iaf) = cli::choose("model", &value, &choices)?;
             }
             _ => {
-                return Err(format!(
-                    "unknown option {flag} (options: --out DIR, --seed S, --steps N, --model planar|iaf|all)"
-                )
-                .into());
+                let options = "--out DIR, --seed S, --steps N, --model planar|iaf|all";
+                return Err(cli::unknown_option(&flag, options));
             }
         }
     }
