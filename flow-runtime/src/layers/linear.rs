@@ -15,8 +15,8 @@ use ndarray::{ArrayBase, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, D
 use rand::Rng;
 
 use crate::float::Float;
-use crate::layers::Layer;
 use crate::layers::permute::{Permute, seeded_permutation};
+use crate::layers::{Layer, check_block};
 use crate::nets::matmul;
 use crate::workspace::Workspace;
 
@@ -103,18 +103,6 @@ fn for_each_grad_row<F: Float>(
         f(y_row, buf);
         g_row.iter_mut().zip(buf.iter()).for_each(|(r, &b)| *r = b);
     }
-}
-
-/// Checks the shapes every block method of a `dim`-coordinate layer receives.
-fn check_block(name: &str, dim: usize, cols: usize, rows: usize, per_row: usize) {
-    assert_eq!(
-        cols, dim,
-        "{name}: the block has {cols} columns, the layer {dim} coordinates"
-    );
-    assert_eq!(
-        per_row, rows,
-        "{name}: {per_row} log-dets or weights for {rows} rows"
-    );
 }
 
 /// Whether a block of `rows` goes through matrix products with the layer's dense matrix

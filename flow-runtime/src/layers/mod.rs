@@ -666,3 +666,16 @@ macro_rules! elementwise_layer {
     };
 }
 pub(crate) use elementwise_layer;
+
+/// Checks the shapes a block method of a `dim`-coordinate layer receives: `cols` columns,
+/// and one log-det or weight (`per_row`) for each of `rows` rows.
+pub(crate) fn check_block(name: &str, dim: usize, cols: usize, rows: usize, per_row: usize) {
+    assert_eq!(
+        cols, dim,
+        "{name}: the block has {cols} columns, the layer {dim} coordinates"
+    );
+    assert_eq!(
+        per_row, rows,
+        "{name}: {per_row} log-dets or weights for {rows} rows"
+    );
+}

@@ -7,6 +7,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::fastmath;
 use crate::float::Float;
+use crate::layers::check_block;
 
 /// `Σ a[i]·b[i]` over the shorter length, in index order.
 #[inline]
@@ -86,18 +87,6 @@ pub(crate) fn for_each_row_pair<F: Float>(
     }
 }
 
-/// Checks the shapes a block method of a `dim`-coordinate layer receives.
-pub(crate) fn check_block(name: &str, dim: usize, cols: usize, rows: usize, per_row: usize) {
-    assert_eq!(
-        cols, dim,
-        "{name}: the block has {cols} columns, the layer {dim} coordinates"
-    );
-    assert_eq!(
-        per_row, rows,
-        "{name}: {per_row} log-dets or weights for {rows} rows"
-    );
-}
-
 /// Checks the shapes a backward block method receives.
 pub(crate) fn check_backward(
     name: &str,
@@ -139,7 +128,7 @@ macro_rules! row_by_row_methods {
         ) {
             let d = self.dim();
             let (cols, rows) = (x.ncols(), x.nrows());
-            $crate::layers::row_by_row::check_block($name, d, cols, rows, log_det.len());
+            $crate::layers::check_block($name, d, cols, rows, log_det.len());
             let c = self.$coefficients();
             let [buf] = ws.slices([d]);
             $crate::layers::row_by_row::for_each_row(x, buf, |i, row| {
@@ -155,7 +144,7 @@ macro_rules! row_by_row_methods {
         ) {
             let d = self.dim();
             let (cols, rows) = (y.ncols(), y.nrows());
-            $crate::layers::row_by_row::check_block($name, d, cols, rows, log_det.len());
+            $crate::layers::check_block($name, d, cols, rows, log_det.len());
             let c = self.$coefficients();
             let [buf] = ws.slices([d]);
             $crate::layers::row_by_row::for_each_row(y, buf, |i, row| {
