@@ -2496,9 +2496,12 @@ mod tests {
 
     /// A fused run as the macro writes it (`Forward`/`Inverse` of nested layers) gives the
     /// same bits through `map_rows` (tiles, lanes, the processor's SIMD), through the
-    /// baseline compilation and row by row through `map_point`.
+    /// baseline compilation and row by row through `map_point`; forward, `map_rows_values`
+    /// gives the same values.
     fn fused_run_paths_agree_in<F: Float>() {
-        use crate::layers::{Forward, Inverse, map_point, map_rows, map_rows_baseline};
+        use crate::layers::{
+            Forward, Inverse, map_point, map_rows, map_rows_baseline, map_rows_values,
+        };
         let mut rng = StdRng::seed_from_u64(22);
         for rows in [1, 15, 16, 17, 48, 259] {
             for cols in [1, 3, 16, 17, 64] {
@@ -2556,6 +2559,16 @@ mod tests {
                     let ctx = format!("{} {rows}×{cols} inverse {inverse}", F::NAME);
                     assert_eq!(results[0], results[1], "dispatched vs baseline, {ctx}");
                     assert_eq!(results[0], results[2], "tiles vs points, {ctx}");
+                    if !inverse {
+                        // Sampling's pass: the same values, the log-dets left alone.
+                        let (mut x, mut ld) = (input.clone(), Array1::from_elem(rows, F::of(7.0)));
+                        map_rows_values(x.view_mut(), ld.view_mut(), Forward(run));
+                        assert_eq!(bits(x.as_slice().unwrap()), results[0].0, "values, {ctx}");
+                        assert!(
+                            ld.iter().all(|&l| l == F::of(7.0)),
+                            "values' log-dets, {ctx}"
+                        );
+                    }
                 }
             }
         }

@@ -436,6 +436,28 @@ pub fn map_rows<F: Float>(
     log_det: ArrayViewMut1<'_, F>,
     f: impl ScalarMap<F>,
 ) {
+    map_rows_with::<F, true>(x, log_det, f);
+}
+
+/// [`map_rows`] for the values alone (sampling): the rows of `x` that `log_det` has
+/// entries for get the same new values, bit for bit, but `log_det` is left as it is and
+/// the log-dets are not computed (the compiler drops the arithmetic that only fed them).
+#[inline]
+pub fn map_rows_values<F: Float>(
+    x: ArrayViewMut2<'_, F>,
+    log_det: ArrayViewMut1<'_, F>,
+    f: impl ScalarMap<F>,
+) {
+    map_rows_with::<F, false>(x, log_det, f);
+}
+
+/// [`map_rows`] (`LOG_DETS`) or [`map_rows_values`].
+#[inline(always)]
+fn map_rows_with<F: Float, const LOG_DETS: bool>(
+    x: ArrayViewMut2<'_, F>,
+    log_det: ArrayViewMut1<'_, F>,
+    f: impl ScalarMap<F>,
+) {
     let rows = x.nrows().min(log_det.len());
     let cols = x.ncols();
     let mut x = x.slice_axis_move(Axis(0), ndarray::Slice::from(..rows));
@@ -458,7 +480,7 @@ pub fn map_rows<F: Float>(
             (&mut xc[..], &mut lc[..])
         }
     };
-    map_tiles_here(data, lds, cols, &f);
+    map_tiles_here::<F, LOG_DETS>(data, lds, cols, &f);
     if let Some((xc, lc)) = copy {
         // `iter_mut` visits in the same (logical, row-major) order as `iter` above.
         x.iter_mut().zip(xc).for_each(|(d, v)| *d = v);
@@ -477,7 +499,12 @@ const SLAB_COLS: usize = 16;
 /// per-row accumulators collect the log-dets in column order; the slab is transposed back,
 /// and at the end of the tile the accumulators are added to `lds`.
 #[inline(always)]
-fn map_tiles<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl ScalarMap<F>) {
+fn map_tiles<F: Float, const LOG_DETS: bool>(
+    data: &mut [F],
+    lds: &mut [F],
+    cols: usize,
+    f: &impl ScalarMap<F>,
+) {
     const T: usize = TILE_ROWS;
     let mut buffer = [F::zero(); TILE_ROWS * SLAB_COLS];
     for (tile, ld) in data.chunks_mut(T * cols).zip(lds.chunks_mut(T)) {
@@ -514,8 +541,10 @@ fn map_tiles<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl Scal
                 }
             }
         }
-        for (ld, acc) in ld.iter_mut().zip(acc.iter()) {
-            *ld += *acc;
+        if LOG_DETS {
+            for (ld, acc) in ld.iter_mut().zip(acc.iter()) {
+                *ld += *acc;
+            }
         }
     }
 }
@@ -526,13 +555,18 @@ fn map_tiles<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl Scal
 /// the same bits; AVX2 runs 8 `f32` lanes at a time instead of 4. (AVX-512 measured no
 /// faster than AVX2 here, on a 2-core Xeon, so it is not used.)
 #[inline(always)]
-fn map_tiles_here<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl ScalarMap<F>) {
+fn map_tiles_here<F: Float, const LOG_DETS: bool>(
+    data: &mut [F],
+    lds: &mut [F],
+    cols: usize,
+    f: &impl ScalarMap<F>,
+) {
     #[cfg(target_arch = "x86_64")]
     if simd_level() == SimdLevel::Avx2 {
         // SAFETY: `simd_level` found AVX2, which `map_tiles_avx2` is compiled for.
-        return unsafe { map_tiles_avx2(data, lds, cols, f) };
+        return unsafe { map_tiles_avx2::<F, LOG_DETS>(data, lds, cols, f) };
     }
-    map_tiles(data, lds, cols, f)
+    map_tiles::<F, LOG_DETS>(data, lds, cols, f)
 }
 
 /// The vector extensions the fused elementwise loops can use.
@@ -562,8 +596,13 @@ pub fn simd_level() -> SimdLevel {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn map_tiles_avx2<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl ScalarMap<F>) {
-    map_tiles(data, lds, cols, f)
+fn map_tiles_avx2<F: Float, const LOG_DETS: bool>(
+    data: &mut [F],
+    lds: &mut [F],
+    cols: usize,
+    f: &impl ScalarMap<F>,
+) {
+    map_tiles::<F, LOG_DETS>(data, lds, cols, f)
 }
 
 /// `map_tiles` compiled for the target's baseline whatever the processor has: the
@@ -575,7 +614,7 @@ pub fn map_rows_baseline<F: Float>(
     cols: usize,
     f: impl ScalarMap<F>,
 ) {
-    map_tiles(data, lds, cols, &f)
+    map_tiles::<F, true>(data, lds, cols, &f)
 }
 
 /// Applies `f` to one point in place; returns the summed log-det.
