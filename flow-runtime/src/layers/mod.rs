@@ -254,6 +254,15 @@ pub trait Elementwise<F: Float> {
             *v = x;
         }
     }
+
+    /// [`Elementwise::forward_lanes`] for the values alone (sampling): the same values;
+    /// the log-dets are not computed (the compiler drops what only fed them).
+    #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        for v in v.iter_mut() {
+            *v = self.forward(j, *v).0;
+        }
+    }
 }
 
 /// The backward companion of [`map_rows`]: for every entry, `f(j, y, grad, weight_of_row)`
@@ -297,6 +306,22 @@ pub trait ScalarMap<F: Float> {
             *v = self.apply(j, *v, acc);
         }
     }
+
+    /// The new value of coordinate `j` alone: [`ScalarMap::apply`]'s, its log-det dropped
+    /// (and so, once inlined, not computed).
+    #[inline(always)]
+    fn apply_value(&self, j: usize, v: F) -> F {
+        let mut unused = F::zero();
+        self.apply(j, v, &mut unused)
+    }
+
+    /// [`ScalarMap::apply_value`] on coordinate `j` of [`LANES`] rows.
+    #[inline(always)]
+    fn apply_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        for v in v.iter_mut() {
+            *v = self.apply_value(j, *v);
+        }
+    }
 }
 
 impl<F: Float, G: Fn(usize, F) -> (F, F)> ScalarMap<F> for G {
@@ -331,6 +356,14 @@ pub trait Run<F: Float> {
             *v = self.run_inverse(j, *v, acc);
         }
     }
+    /// [`Run::forward_lanes`] for the values alone, each layer in turn.
+    #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        for v in v.iter_mut() {
+            let mut unused = F::zero();
+            *v = self.run_forward(j, *v, &mut unused);
+        }
+    }
 }
 
 impl<F: Float, T: Elementwise<F> + ?Sized> Run<F> for &T {
@@ -353,6 +386,10 @@ impl<F: Float, T: Elementwise<F> + ?Sized> Run<F> for &T {
     #[inline(always)]
     fn inverse_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
         Elementwise::inverse_lanes(*self, j, v, acc)
+    }
+    #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        Elementwise::forward_values_lanes(*self, j, v)
     }
 }
 
@@ -377,6 +414,11 @@ impl<F: Float, A: Run<F>, B: Run<F>> Run<F> for (A, B) {
         self.1.inverse_lanes(j, v, acc);
         self.0.inverse_lanes(j, v, acc);
     }
+    #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        self.0.forward_values_lanes(j, v);
+        self.1.forward_values_lanes(j, v);
+    }
 }
 
 /// A fused run of elementwise layers applied towards the data.
@@ -396,6 +438,10 @@ impl<F: Float, R: Run<F>> ScalarMap<F> for Forward<R> {
     fn apply_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
         self.0.forward_lanes(j, v, acc)
     }
+    #[inline(always)]
+    fn apply_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        self.0.forward_values_lanes(j, v)
+    }
 }
 
 impl<F: Float, R: Run<F>> ScalarMap<F> for Inverse<R> {
@@ -413,7 +459,11 @@ impl<F: Float, R: Run<F>> ScalarMap<F> for Inverse<R> {
 /// at a time, as one loop over independent values (`j` fixed, so per-coordinate parameters
 /// and whatever the kernels derive from them are loop invariants) that the compiler
 /// vectorises.
-const TILE_ROWS: usize = 16;
+const TILE_ROWS: usize = 64;
+
+/// A partial tile of at least this many rows is padded to a full one (the vector loops on
+/// [`TILE_ROWS`] rows beat the row-by-row loop on a quarter of them); fewer go row by row.
+const PADDED_ROWS: usize = TILE_ROWS / 4;
 
 /// Applies the scalar map `f` (new value and log-det of `(j, value)`) to every entry of
 /// `x` in one pass, adding each row's summed log-det to `log_det`. The generated code
@@ -421,12 +471,14 @@ const TILE_ROWS: usize = 16;
 /// how they are fused; a closure works too.
 ///
 /// Each row's log-dets are summed in column order from zero and then added to its
-/// `log_det` entry (rows beyond `log_det.len()` are left alone). `f` is called once per
-/// entry, in an unspecified order: tiles of up to [`LANES`] rows, column by column, so
-/// that the kernels of independent entries vectorise. A batch that is not in standard
-/// layout is processed in a standard-layout copy.
+/// `log_det` entry (rows beyond `log_det.len()` are left alone). `f` is called on every
+/// entry, in an unspecified order: tiles of [`LANES`] rows, column by column, so that the
+/// kernels of independent entries vectorise; the last, partial tile may be padded with
+/// copies of its last row, so `f` may see that row's values more than once (the extra
+/// results are discarded: `f` should be a pure function, as the layers' kernels are). A batch
+/// that is not in standard layout is processed in a standard-layout copy.
 ///
-/// Speed: a full tile runs each kernel of a fused run over [`LANES`] rows at a time, a
+/// Speed: every tile runs each kernel of a fused run over [`LANES`] rows at a time, a
 /// loop that compiles to SIMD; on `x86_64` it is compiled twice, for the baseline (SSE2)
 /// and for AVX2, and the processor picks (see [`simd_level`]), so the default target gets
 /// 8 `f32` lanes where the processor has them, with the same results.
@@ -489,7 +541,7 @@ fn map_rows_with<F: Float, const LOG_DETS: bool>(
 }
 
 /// Columns per slab of [`map_tiles`]: a tile is transposed [`TILE_ROWS`] × this many
-/// entries at a time into a buffer on the stack (1 KiB for `f32`), so nothing is allocated.
+/// entries at a time into a buffer on the stack (4 KiB for `f32`), so nothing is allocated.
 const SLAB_COLS: usize = 16;
 
 /// [`map_rows`] on a row-major block `data` (`lds.len()` rows of `cols > 0` entries), in
@@ -510,7 +562,6 @@ fn map_tiles<F: Float, const LOG_DETS: bool>(
     for (tile, ld) in data.chunks_mut(T * cols).zip(lds.chunks_mut(T)) {
         let m = ld.len().min(T);
         let mut acc = [F::zero(); T];
-        let acc = &mut acc[..m];
         for j0 in (0..cols).step_by(SLAB_COLS) {
             let width = (cols - j0).min(SLAB_COLS);
             let slab = &mut buffer[..width * T];
@@ -521,18 +572,28 @@ fn map_tiles<F: Float, const LOG_DETS: bool>(
             }
             for (dj, column) in slab.chunks_exact_mut(T).enumerate() {
                 let j = j0 + dj;
-                // A full tile goes layer by layer over its LANES rows (short loops of one
-                // kernel, which vectorise at any width); a partial one row by row.
-                match (
-                    <&mut [F; T]>::try_from(&mut column[..]),
-                    <&mut [F; T]>::try_from(&mut acc[..]),
-                ) {
-                    (Ok(column), Ok(acc)) => f.apply_lanes(j, column, acc),
-                    _ => {
-                        for (v, acc) in column[..m].iter_mut().zip(acc.iter_mut()) {
-                            *v = f.apply(j, *v, acc);
-                        }
+                if m < PADDED_ROWS {
+                    // A few rows: one at a time.
+                    for (v, acc) in column[..m].iter_mut().zip(acc.iter_mut()) {
+                        *v = if LOG_DETS {
+                            f.apply(j, *v, acc)
+                        } else {
+                            f.apply_value(j, *v)
+                        };
                     }
+                    continue;
+                }
+                // A partial tile is padded with copies of its last row (values in the
+                // kernels' domain), whose results are discarded; then the tile goes layer
+                // by layer over all its rows (short loops of one kernel, which vectorise
+                // at any width).
+                let last = column[m - 1];
+                column[m..].fill(last);
+                let column: &mut [F; T] = column.try_into().expect("slab columns of T rows");
+                if LOG_DETS {
+                    f.apply_lanes(j, column, &mut acc);
+                } else {
+                    f.apply_values_lanes(j, column);
                 }
             }
             for (k, row) in tile.chunks_exact_mut(cols).take(m).enumerate() {
