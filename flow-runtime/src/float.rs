@@ -7,6 +7,7 @@ use ndarray::{LinalgScalar, ScalarOperand};
 use rand::Rng;
 use rand_distr::{Distribution, Open01, StandardNormal};
 
+use crate::nets::MatrixKernels;
 use crate::workspace::FlowScratch;
 
 /// A floating-point element type of a flow: implemented for `f32` and `f64`.
@@ -24,6 +25,7 @@ pub trait Float:
     + Default
     + Send
     + Sync
+    + MatrixKernels
     + 'static
 {
     /// `"f32"` or `"f64"`.

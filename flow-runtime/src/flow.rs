@@ -136,6 +136,18 @@ pub trait Flow<F: Float>: Send + Sync {
         ws: &mut Workspace<F>,
     );
 
+    /// [`Flow::forward_block`] for the values alone (sampling): the same new values of `x`,
+    /// bit for bit, with `log_det` as scratch (its contents afterwards unspecified), so
+    /// that a fused run of elementwise layers can skip its log-dets.
+    fn forward_values_block(
+        &self,
+        x: ArrayViewMut2<'_, F>,
+        log_det: ArrayViewMut1<'_, F>,
+        ws: &mut Workspace<F>,
+    ) {
+        self.forward_block(x, log_det, ws);
+    }
+
     /// Maps base points `z` (one per row) to data points, with `log|det ∂f/∂z|` per row.
     fn forward_and_log_det(
         &self,
@@ -168,7 +180,10 @@ pub trait Flow<F: Float>: Send + Sync {
     where
         Self: Sized,
     {
-        self.sample_and_log_prob(n, rng).0
+        let mut x = Array2::zeros((n, self.dim()));
+        let mut scratch = Array1::zeros(n);
+        sample_blocks(self, x.view_mut(), scratch.view_mut(), None, rng);
+        x
     }
 
     /// Draws `n` points and their log-densities, `log p_Z(z) − log|det ∂f/∂z|`.
@@ -180,32 +195,68 @@ pub trait Flow<F: Float>: Send + Sync {
     where
         Self: Sized,
     {
-        let d = self.dim();
-        let mut x = Array2::zeros((n, d));
+        let mut x = Array2::zeros((n, self.dim()));
         let mut log_prob = Array1::zeros(n);
         let mut log_det = Array1::zeros(n);
-        let block = block_rows(n);
-        let seeds: Vec<u64> = (0..n.div_ceil(block)).map(|_| rng.next_u64()).collect();
-        let parts = (
-            FirstRow(0),
-            (x.view_mut(), (log_prob.view_mut(), log_det.view_mut())),
+        sample_blocks(
+            self,
+            x.view_mut(),
+            log_det.view_mut(),
+            Some(log_prob.view_mut()),
+            rng,
         );
-        for_each_block(parts, n, &|(
-            FirstRow(first),
-            (mut xb, (mut pb, mut lb)),
-        )| {
-            let mut block_rng = StdRng::seed_from_u64(seeds[first / block]);
-            for (mut row, lp) in xb.rows_mut().into_iter().zip(pb.iter_mut()) {
-                let row = row.as_slice_mut().expect("fresh arrays are contiguous");
-                self.base().sample_point(row, &mut block_rng);
-                *lp = self.base().log_prob_point(row);
-            }
-            F::with_scratch(|scratch| {
-                self.forward_block(xb.view_mut(), lb.view_mut(), &mut scratch.layers)
-            });
-            pb -= &lb;
-        });
         (x, log_prob)
+    }
+}
+
+/// Fills `x` with draws, block by block (in parallel; each block from its own generator,
+/// seeded from `rng` in order, so the draws do not depend on the number of threads), and,
+/// when `log_prob` is given, their log-densities (`log_det` the forward log-dets, else
+/// scratch for [`Flow::forward_values_block`]).
+fn sample_blocks<F: Float, M: Flow<F>, R: Rng + ?Sized>(
+    flow: &M,
+    x: ArrayViewMut2<'_, F>,
+    log_det: ArrayViewMut1<'_, F>,
+    log_prob: Option<ArrayViewMut1<'_, F>>,
+    rng: &mut R,
+) {
+    let n = x.nrows();
+    let block = block_rows(n);
+    let seeds: Vec<u64> = (0..n.div_ceil(block)).map(|_| rng.next_u64()).collect();
+    let draw = |first: usize, mut xb: ArrayViewMut2<'_, F>| {
+        let mut block_rng = StdRng::seed_from_u64(seeds[first / block]);
+        for mut row in xb.rows_mut() {
+            let row = row.as_slice_mut().expect("fresh arrays are contiguous");
+            flow.base().sample_point(row, &mut block_rng);
+        }
+    };
+    match log_prob {
+        Some(log_prob) => {
+            let parts = (FirstRow(0), (x, (log_prob, log_det)));
+            for_each_block(parts, n, &|(
+                FirstRow(first),
+                (mut xb, (mut pb, mut lb)),
+            )| {
+                draw(first, xb.view_mut());
+                for (row, lp) in xb.rows().into_iter().zip(pb.iter_mut()) {
+                    let row = row.to_slice().expect("fresh arrays are contiguous");
+                    *lp = flow.base().log_prob_point(row);
+                }
+                F::with_scratch(|scratch| {
+                    flow.forward_block(xb.view_mut(), lb.view_mut(), &mut scratch.layers)
+                });
+                pb -= &lb;
+            });
+        }
+        None => {
+            let parts = (FirstRow(0), (x, log_det));
+            for_each_block(parts, n, &|(FirstRow(first), (mut xb, mut lb))| {
+                draw(first, xb.view_mut());
+                F::with_scratch(|scratch| {
+                    flow.forward_values_block(xb.view_mut(), lb.view_mut(), &mut scratch.layers)
+                });
+            });
+        }
     }
 }
 

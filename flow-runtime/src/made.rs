@@ -85,8 +85,10 @@ const MAX_UNITS: usize = 6;
 
 /// Up to [`MAX_UNITS`] units of one layer computed together by the feature-major kernel,
 /// with a copy of their weights packed in the order the kernel reads them.
+/// (Public only as the argument of [`MatrixKernels::made_units`], unconstructible outside.)
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq)]
-struct Group<F> {
+pub struct Group<F> {
     /// The pass of the sequential direction that computes them ([`Made::pass_t`]): the
     /// degree of hidden units, the position in the order of the outputs' coordinate (in
     /// a group of [`Made::forward_t`]'s plan, the first of its passes).
@@ -465,8 +467,22 @@ fn merge_groups<F: Float>(groups: &[Group<F>]) -> Vec<Group<F>> {
 /// `dst[(u − first)·rows + r] = act(Σ_j src[j·rows + r]·weight[j, u] + bias[u])` for the
 /// units `u` of `group`, the sum over the group's inputs in increasing `j` (feature-major
 /// `src` and `dst`, `act` the identity when `None`). The multiply-add of the dense kernels
-/// (fused where the processor has FMA), compiled for AVX2 where it has it.
+/// (fused where the processor has FMA), compiled for AVX2 where it has it, and compiled
+/// once, in this crate ([`MatrixKernels::made_units`]).
+#[inline]
 fn units_t<F: Float>(
+    group: &Group<F>,
+    src: &[F],
+    rows: usize,
+    dst: &mut [F],
+    first: usize,
+    act: Option<Activation>,
+) {
+    F::made_units(group, src, rows, dst, first, act);
+}
+
+/// [`units_t`]'s kernel.
+pub(crate) fn units_t_kernel<F: Float>(
     group: &Group<F>,
     src: &[F],
     rows: usize,

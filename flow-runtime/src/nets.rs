@@ -19,6 +19,7 @@ use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 use rand::{Rng, RngExt};
 
 use crate::float::Float;
+use crate::made::Group;
 
 /// The hidden activation of a conditioner (conditioners need not be invertible).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,12 +200,48 @@ impl<F: Float> Dense<F> {
     /// values, bit for bit.
     #[inline(always)]
     fn row_into(&self, input: impl Fn(usize) -> F, col: usize, out: &mut [F]) {
-        let width = out.len();
-        let bias = self.bias.as_slice().expect("bias is contiguous");
+        let k = self.inputs();
+        if k <= ROW_WINDOW {
+            let mut x = [F::zero(); ROW_WINDOW];
+            for (j, v) in x[..k].iter_mut().enumerate() {
+                *v = input(j);
+            }
+            return self.row_from(&x[..k], col, out);
+        }
+        // A long input a window at a time into a stack buffer, so that the kernel takes a
+        // slice (and is compiled once, in this crate): the terms still add in the order of
+        // `j`, so the sums do not depend on the window.
+        let n = self.outputs();
         let weight = self.weight.as_standard_layout();
         let w = weight.as_slice().expect("standard layout");
         out.fill(F::zero());
-        accumulate(out, input, self.inputs(), &w[col..], self.outputs());
+        let mut x = [F::zero(); ROW_WINDOW];
+        for j0 in (0..k).step_by(ROW_WINDOW) {
+            let x = &mut x[..ROW_WINDOW.min(k - j0)];
+            for (t, v) in x.iter_mut().enumerate() {
+                *v = input(j0 + t);
+            }
+            F::accumulate(out, x, &w[j0 * n + col..], n);
+        }
+        self.add_bias(col, out);
+    }
+
+    /// [`Dense::row_into`] for an input already in a slice (`x.len()` inputs).
+    #[inline(always)]
+    fn row_from(&self, x: &[F], col: usize, out: &mut [F]) {
+        debug_assert_eq!(x.len(), self.inputs());
+        let weight = self.weight.as_standard_layout();
+        let w = weight.as_slice().expect("standard layout");
+        out.fill(F::zero());
+        F::accumulate(out, x, &w[col..], self.outputs());
+        self.add_bias(col, out);
+    }
+
+    /// `out[o] += bias[col + o]`, the last term of every sum.
+    #[inline(always)]
+    fn add_bias(&self, col: usize, out: &mut [F]) {
+        let bias = self.bias.as_slice().expect("bias is contiguous");
+        let width = out.len();
         for (o, &b) in out.iter_mut().zip(&bias[col..col + width]) {
             *o += b;
         }
@@ -227,7 +264,14 @@ impl<F: Float> Dense<F> {
     /// reads the rows in place, and adds the bias and applies the activation as each tile
     /// is stored. Fewer rows than a tile go row by row. The same sums as
     /// [`Dense::row_into`], bit for bit.
+    #[inline]
     fn block_into(&self, a: &[F], rows: usize, c: &mut [F], act: Option<Activation>) {
+        F::dense_block(self, a, rows, c, act);
+    }
+
+    /// [`Dense::block_into`]'s kernel, instantiated in this crate for `f32` and `f64` by
+    /// [`MatrixKernels`].
+    fn block_kernel(&self, a: &[F], rows: usize, c: &mut [F], act: Option<Activation>) {
         let (k, n) = (self.inputs(), self.outputs());
         assert!(
             a.len() >= rows * k && c.len() >= rows * n,
@@ -297,6 +341,97 @@ impl<F: Float> Dense<F> {
     }
 }
 
+/// The matrix kernels of the conditioners, compiled once, in this crate, for `f32` and
+/// `f64`: the generic layers reach them through these (non-generic) methods, so a crate
+/// that declares a flow calls them instead of compiling its own copies of the register
+/// tiles (most of the code a flow would otherwise make rustc generate: see
+/// `benches/compile_time.sh`). Implemented for the two [`Float`] types only.
+pub trait MatrixKernels: Sized {
+    /// [`Dense::block_into`]: `c = act(a·weight + bias)` on a block of `rows` rows.
+    fn dense_block(
+        layer: &Dense<Self>,
+        a: &[Self],
+        rows: usize,
+        c: &mut [Self],
+        act: Option<Activation>,
+    );
+
+    /// `out[o] += Σ_j x[j]·w[j·stride + o]`: the row kernel of [`Dense::row_into`].
+    fn accumulate(out: &mut [Self], x: &[Self], w: &[Self], stride: usize);
+
+    /// The feature-major MADE kernel: the sums of one group of units of a masked layer.
+    fn made_units(
+        group: &Group<Self>,
+        src: &[Self],
+        rows: usize,
+        dst: &mut [Self],
+        first: usize,
+        act: Option<Activation>,
+    );
+
+    /// [`matmul`]: `c (+)= a·b`, either operand maybe stored transposed.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        dims: (usize, usize, usize),
+        a: &[Self],
+        a_t: bool,
+        b: &[Self],
+        b_t: bool,
+        c: &mut [Self],
+        add: bool,
+    );
+}
+
+macro_rules! impl_matrix_kernels {
+    ($t:ty) => {
+        impl MatrixKernels for $t {
+            #[inline(never)]
+            fn dense_block(
+                layer: &Dense<$t>,
+                a: &[$t],
+                rows: usize,
+                c: &mut [$t],
+                act: Option<Activation>,
+            ) {
+                layer.block_kernel(a, rows, c, act);
+            }
+
+            #[inline(never)]
+            fn accumulate(out: &mut [$t], x: &[$t], w: &[$t], stride: usize) {
+                accumulate_kernel(out, x, w, stride);
+            }
+
+            #[inline(never)]
+            fn made_units(
+                group: &Group<$t>,
+                src: &[$t],
+                rows: usize,
+                dst: &mut [$t],
+                first: usize,
+                act: Option<Activation>,
+            ) {
+                crate::made::units_t_kernel(group, src, rows, dst, first, act);
+            }
+
+            #[inline(never)]
+            fn matmul(
+                dims: (usize, usize, usize),
+                a: &[$t],
+                a_t: bool,
+                b: &[$t],
+                b_t: bool,
+                c: &mut [$t],
+                add: bool,
+            ) {
+                matmul_kernel(dims, a, a_t, b, b_t, c, add);
+            }
+        }
+    };
+}
+
+impl_matrix_kernels!(f32);
+impl_matrix_kernels!(f64);
+
 /// Outputs per pass of the row-by-row fallback of [`Mlp::forward_block`] (stack memory).
 const ROW_WINDOW: usize = 64;
 
@@ -340,8 +475,22 @@ struct Layout {
 /// row-major matrix or (`a_t`, `b_t`) as its transpose in row-major storage; `c` row-major
 /// m × n. The register tiles of [`Dense::block_into`], with the panel of `b` on the stack:
 /// no packing buffer, no allocation (also the dense products of `layers::linear`).
-#[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) fn matmul<F: Float>(
+    dims: (usize, usize, usize),
+    a: &[F],
+    a_t: bool,
+    b: &[F],
+    b_t: bool,
+    c: &mut [F],
+    add: bool,
+) {
+    F::matmul(dims, a, a_t, b, b_t, c, add);
+}
+
+/// [`matmul`]'s kernel, instantiated in this crate for `f32` and `f64` by
+/// [`MatrixKernels`].
+fn matmul_kernel<F: Float>(
     (m, k, n): (usize, usize, usize),
     a: &[F],
     a_t: bool,
@@ -373,7 +522,7 @@ pub(crate) fn matmul<F: Float>(
 }
 
 /// Which compilation of the tiles runs: both add the same terms in the same order as the
-/// row kernel of the same processor ([`accumulate`]).
+/// row kernel of the same processor ([`accumulate_kernel`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kernel {
     /// Whatever the target has, a multiply and an add.
@@ -737,48 +886,36 @@ pub(crate) fn madd<F: Float, const FMA: bool>(x: F, w: F, o: F) -> F {
     if FMA { x.mul_add(w, o) } else { o + x * w }
 }
 
-/// `out[o] += Σ_{j<k} x(j)·w[j·stride + o]` for `o in 0..out.len()`, adding the terms in
+/// `out[o] += Σ_j x[j]·w[j·stride + o]` for `o in 0..out.len()`, adding the terms in
 /// the order of `j` with the multiply-add of [`Dense::block_into`] (fused where the
 /// processor has FMA), so its sums are those of the block kernel.
 #[inline(always)]
-fn accumulate<F: Float>(out: &mut [F], x: impl Fn(usize) -> F, k: usize, w: &[F], stride: usize) {
+fn accumulate_kernel<F: Float>(out: &mut [F], x: &[F], w: &[F], stride: usize) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the processor has the features `accumulate_fma` is compiled for.
-        unsafe { accumulate_fma(out, x, k, w, stride) };
+        unsafe { accumulate_fma(out, x, w, stride) };
         return;
     }
-    accumulate_with::<F, false>(out, x, k, w, stride);
+    accumulate_with::<F, false>(out, x, w, stride);
 }
 
 /// [`accumulate_with`] compiled for AVX2 and FMA, with fused multiply-adds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn accumulate_fma<F: Float>(
-    out: &mut [F],
-    x: impl Fn(usize) -> F,
-    k: usize,
-    w: &[F],
-    stride: usize,
-) {
-    accumulate_with::<F, true>(out, x, k, w, stride);
+fn accumulate_fma<F: Float>(out: &mut [F], x: &[F], w: &[F], stride: usize) {
+    accumulate_with::<F, true>(out, x, w, stride);
 }
 
-/// The loops of [`accumulate`]: four rows of `w` per pass over `out` (so `out` is loaded
+/// The loops of [`accumulate_kernel`]: four rows of `w` per pass over `out` (so `out` is loaded
 /// and stored a quarter as often; the sums are those of one row at a time), inner loops
 /// over plain slices that vectorise.
 #[inline(always)]
-fn accumulate_with<F: Float, const FMA: bool>(
-    out: &mut [F],
-    x: impl Fn(usize) -> F,
-    k: usize,
-    w: &[F],
-    stride: usize,
-) {
-    let width = out.len();
+fn accumulate_with<F: Float, const FMA: bool>(out: &mut [F], x: &[F], w: &[F], stride: usize) {
+    let (k, width) = (x.len(), out.len());
     let mut j = 0;
     while j + 4 <= k {
-        let (x0, x1, x2, x3) = (x(j), x(j + 1), x(j + 2), x(j + 3));
+        let (x0, x1, x2, x3) = (x[j], x[j + 1], x[j + 2], x[j + 3]);
         let w0 = &w[j * stride..][..width];
         let w1 = &w[(j + 1) * stride..][..width];
         let w2 = &w[(j + 2) * stride..][..width];
@@ -792,7 +929,7 @@ fn accumulate_with<F: Float, const FMA: bool>(
         j += 4;
     }
     while j < k {
-        let xj = x(j);
+        let xj = x[j];
         for (o, &a) in out.iter_mut().zip(&w[j * stride..][..width]) {
             *o = madd::<F, FMA>(xj, a, *o);
         }
@@ -1016,7 +1153,9 @@ impl<F: Float> Mlp<F> {
         for layer in rest {
             let out_width = layer.outputs();
             let prev: &[F] = &cur[..width];
-            layer.point(|j| prev[j], &mut next[..out_width], Some(self.activation));
+            let out = &mut next[..out_width];
+            layer.row_from(prev, 0, out);
+            self.activation.apply_slice(out);
             std::mem::swap(&mut cur, &mut next);
             width = out_width;
         }
@@ -1582,7 +1721,7 @@ mod tests {
             block.columns::<16, 8>(&mut c, &|v| v, Kernel::Plain);
             for (x, c) in a.chunks_exact(k).zip(c.chunks_exact(n)) {
                 let mut row = vec![0.0; n];
-                accumulate_with::<f32, false>(&mut row, |j| x[j], k, &w, n);
+                accumulate_with::<f32, false>(&mut row, &x[..k], &w, n);
                 for (o, b) in row.iter_mut().zip(&bias) {
                     *o += b;
                 }

@@ -64,6 +64,30 @@ fn block_body(flow: &Flow, names: &Names, direction: Direction) -> TokenStream {
     quote!(#(#calls)*)
 }
 
+/// The body of `forward_values_block` (sampling) when the chain has a fused run, whose
+/// log-dets it skips (`map_rows_values`); `None` when it would be `forward_block`'s.
+fn values_body(flow: &Flow, names: &Names) -> Option<TokenStream> {
+    let rt = runtime();
+    let steps = steps(flow);
+    if !steps.iter().any(|step| matches!(step, Step::Fused(_))) {
+        return None;
+    }
+    let calls = steps.iter().map(|step| match step {
+        Step::Fused(run) => {
+            let kernel = fused_kernel(run, &names.fields, Direction::Forward);
+            quote!(#rt::layers::map_rows_values(x.view_mut(), log_det.view_mut(), #kernel);)
+        }
+        Step::Single(_) => block_step(
+            step,
+            names,
+            Direction::Forward,
+            &quote!(x),
+            &quote!(log_det),
+        ),
+    });
+    Some(quote!(#(#calls)*))
+}
+
 /// One step over a block held in `target`, adding log-dets to `log_det`.
 pub(super) fn block_step(
     step: &Step,
@@ -132,6 +156,20 @@ pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let base = base_type(flow);
     let forward = block_body(flow, names, Direction::Forward);
+    let forward_values = values_body(flow, names).map(|body| {
+        quote! {
+            #[allow(unused_variables)]
+            fn forward_values_block(
+                &self,
+                mut x: #rt::ndarray::ArrayViewMut2<'_, #float>,
+                mut log_det: #rt::ndarray::ArrayViewMut1<'_, #float>,
+                ws: &mut #rt::Workspace<#float>,
+            ) {
+                use #rt::Layer as _;
+                #body
+            }
+        }
+    });
     let inverse = block_body(flow, names, Direction::Inverse);
     let density = if flow.has_density() {
         quote! {
@@ -177,6 +215,8 @@ pub(super) fn flow_traits(flow: &Flow, names: &Names) -> TokenStream {
                 use #rt::Layer as _;
                 #forward
             }
+
+            #forward_values
         }
 
         #density

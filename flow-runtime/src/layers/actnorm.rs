@@ -98,6 +98,10 @@ impl<F: Float> Elementwise<F> for ActNorm<F> {
         self.affine.forward_lanes(j, v, acc)
     }
     #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        self.affine.forward_values_lanes(j, v)
+    }
+    #[inline(always)]
     fn inverse_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
         self.affine.inverse_lanes(j, v, acc)
     }

@@ -348,6 +348,14 @@ impl<F: Float> Elementwise<F> for Affine<F> {
         }
     }
     #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        let (s, t) = (self.log_scale[j], self.shift[j]);
+        let e = fastmath::exp(s);
+        for v in v.iter_mut() {
+            *v = *v * e + t;
+        }
+    }
+    #[inline(always)]
     fn inverse_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
         let (s, t) = (self.log_scale[j], self.shift[j]);
         let e = fastmath::exp(-s);
@@ -2468,9 +2476,12 @@ mod tests {
 
     /// A fused run as the macro writes it (`Forward`/`Inverse` of nested layers) gives the
     /// same bits through `map_rows` (tiles, lanes, the processor's SIMD), through the
-    /// baseline compilation and row by row through `map_point`.
+    /// baseline compilation and row by row through `map_point`; forward, `map_rows_values`
+    /// gives the same values.
     fn fused_run_paths_agree_in<F: Float>() {
-        use crate::layers::{Forward, Inverse, map_point, map_rows, map_rows_baseline};
+        use crate::layers::{
+            Forward, Inverse, map_point, map_rows, map_rows_baseline, map_rows_values,
+        };
         let mut rng = StdRng::seed_from_u64(22);
         for rows in [1, 15, 16, 17, 48, 259] {
             for cols in [1, 3, 16, 17, 64] {
@@ -2528,6 +2539,16 @@ mod tests {
                     let ctx = format!("{} {rows}×{cols} inverse {inverse}", F::NAME);
                     assert_eq!(results[0], results[1], "dispatched vs baseline, {ctx}");
                     assert_eq!(results[0], results[2], "tiles vs points, {ctx}");
+                    if !inverse {
+                        // Sampling's pass: the same values, the log-dets left alone.
+                        let (mut x, mut ld) = (input.clone(), Array1::from_elem(rows, F::of(7.0)));
+                        map_rows_values(x.view_mut(), ld.view_mut(), Forward(run));
+                        assert_eq!(bits(x.as_slice().unwrap()), results[0].0, "values, {ctx}");
+                        assert!(
+                            ld.iter().all(|&l| l == F::of(7.0)),
+                            "values' log-dets, {ctx}"
+                        );
+                    }
                 }
             }
         }
@@ -2588,18 +2609,34 @@ mod tests {
     }
 
     #[test]
-    fn map_rows_calls_the_kernel_once_per_entry() {
+    fn map_rows_applies_the_kernel_once_to_every_entry() {
+        use crate::layers::LANES;
         use std::cell::RefCell;
-        for (rows, cols) in [(1, 1), (7, 3), (16, 5), (37, 64)] {
+        for (rows, cols) in [
+            (1, 1),
+            (7, 3),
+            (16, 5),
+            (37, 64),
+            (LANES, 2),
+            (LANES + 20, 3),
+        ] {
             let seen = RefCell::new(vec![0usize; cols]);
-            let mut x = Array2::<f32>::zeros((rows, cols));
+            let mut x = Array2::from_shape_fn((rows, cols), |(i, j)| (i * cols + j) as f32);
             let mut ld = Array1::<f32>::zeros(rows);
             crate::layers::map_rows(x.view_mut(), ld.view_mut(), |j, v| {
                 seen.borrow_mut()[j] += 1;
                 (v + 1.0, 0.5)
             });
-            assert!(seen.borrow().iter().all(|&n| n == rows), "{rows}×{cols}");
-            assert!(x.iter().all(|&v| v == 1.0));
+            // Every entry, and at most the padding of a partial tile more (its last row's
+            // copies, whose results are discarded).
+            let most = rows.div_ceil(LANES) * LANES;
+            assert!(
+                seen.borrow().iter().all(|&n| n >= rows && n <= most),
+                "{rows}×{cols}"
+            );
+            for ((i, j), &v) in x.indexed_iter() {
+                assert_eq!(v, (i * cols + j) as f32 + 1.0, "{rows}×{cols} ({i}, {j})");
+            }
             assert!(ld.iter().all(|&l| l == 0.5 * cols as f32));
         }
     }

@@ -257,6 +257,15 @@ pub trait Elementwise<F: Float> {
             *v = x;
         }
     }
+
+    /// [`Elementwise::forward_lanes`] for the values alone (sampling): the same values;
+    /// the log-dets are not computed (the compiler drops what only fed them).
+    #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        for v in v.iter_mut() {
+            *v = self.forward(j, *v).0;
+        }
+    }
 }
 
 /// The backward companion of [`map_rows`]: for every entry, `f(j, y, grad, weight_of_row)`
@@ -300,6 +309,22 @@ pub trait ScalarMap<F: Float> {
             *v = self.apply(j, *v, acc);
         }
     }
+
+    /// The new value of coordinate `j` alone: [`ScalarMap::apply`]'s, its log-det dropped
+    /// (and so, once inlined, not computed).
+    #[inline(always)]
+    fn apply_value(&self, j: usize, v: F) -> F {
+        let mut unused = F::zero();
+        self.apply(j, v, &mut unused)
+    }
+
+    /// [`ScalarMap::apply_value`] on coordinate `j` of [`LANES`] rows.
+    #[inline(always)]
+    fn apply_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        for v in v.iter_mut() {
+            *v = self.apply_value(j, *v);
+        }
+    }
 }
 
 impl<F: Float, G: Fn(usize, F) -> (F, F)> ScalarMap<F> for G {
@@ -334,6 +359,14 @@ pub trait Run<F: Float> {
             *v = self.run_inverse(j, *v, acc);
         }
     }
+    /// [`Run::forward_lanes`] for the values alone, each layer in turn.
+    #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        for v in v.iter_mut() {
+            let mut unused = F::zero();
+            *v = self.run_forward(j, *v, &mut unused);
+        }
+    }
 }
 
 impl<F: Float, T: Elementwise<F> + ?Sized> Run<F> for &T {
@@ -356,6 +389,10 @@ impl<F: Float, T: Elementwise<F> + ?Sized> Run<F> for &T {
     #[inline(always)]
     fn inverse_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
         Elementwise::inverse_lanes(*self, j, v, acc)
+    }
+    #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        Elementwise::forward_values_lanes(*self, j, v)
     }
 }
 
@@ -380,6 +417,11 @@ impl<F: Float, A: Run<F>, B: Run<F>> Run<F> for (A, B) {
         self.1.inverse_lanes(j, v, acc);
         self.0.inverse_lanes(j, v, acc);
     }
+    #[inline(always)]
+    fn forward_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        self.0.forward_values_lanes(j, v);
+        self.1.forward_values_lanes(j, v);
+    }
 }
 
 /// A fused run of elementwise layers applied towards the data.
@@ -399,6 +441,10 @@ impl<F: Float, R: Run<F>> ScalarMap<F> for Forward<R> {
     fn apply_lanes(&self, j: usize, v: &mut [F; LANES], acc: &mut [F; LANES]) {
         self.0.forward_lanes(j, v, acc)
     }
+    #[inline(always)]
+    fn apply_values_lanes(&self, j: usize, v: &mut [F; LANES]) {
+        self.0.forward_values_lanes(j, v)
+    }
 }
 
 impl<F: Float, R: Run<F>> ScalarMap<F> for Inverse<R> {
@@ -416,7 +462,11 @@ impl<F: Float, R: Run<F>> ScalarMap<F> for Inverse<R> {
 /// at a time, as one loop over independent values (`j` fixed, so per-coordinate parameters
 /// and whatever the kernels derive from them are loop invariants) that the compiler
 /// vectorises.
-const TILE_ROWS: usize = 16;
+const TILE_ROWS: usize = 64;
+
+/// A partial tile of at least this many rows is padded to a full one (the vector loops on
+/// [`TILE_ROWS`] rows beat the row-by-row loop on a quarter of them); fewer go row by row.
+const PADDED_ROWS: usize = TILE_ROWS / 4;
 
 /// Applies the scalar map `f` (new value and log-det of `(j, value)`) to every entry of
 /// `x` in one pass, adding each row's summed log-det to `log_det`. The generated code
@@ -424,17 +474,41 @@ const TILE_ROWS: usize = 16;
 /// how they are fused; a closure works too.
 ///
 /// Each row's log-dets are summed in column order from zero and then added to its
-/// `log_det` entry (rows beyond `log_det.len()` are left alone). `f` is called once per
-/// entry, in an unspecified order: tiles of up to [`LANES`] rows, column by column, so
-/// that the kernels of independent entries vectorise. A batch that is not in standard
-/// layout is processed in a standard-layout copy.
+/// `log_det` entry (rows beyond `log_det.len()` are left alone). `f` is called on every
+/// entry, in an unspecified order: tiles of [`LANES`] rows, column by column, so that the
+/// kernels of independent entries vectorise; the last, partial tile may be padded with
+/// copies of its last row, so `f` may see that row's values more than once (the extra
+/// results are discarded: `f` should be a pure function, as the layers' kernels are). A batch
+/// that is not in standard layout is processed in a standard-layout copy.
 ///
-/// Speed: a full tile runs each kernel of a fused run over [`LANES`] rows at a time, a
+/// Speed: every tile runs each kernel of a fused run over [`LANES`] rows at a time, a
 /// loop that compiles to SIMD; on `x86_64` it is compiled twice, for the baseline (SSE2)
 /// and for AVX2, and the processor picks (see [`simd_level`]), so the default target gets
 /// 8 `f32` lanes where the processor has them, with the same results.
 #[inline]
 pub fn map_rows<F: Float>(
+    x: ArrayViewMut2<'_, F>,
+    log_det: ArrayViewMut1<'_, F>,
+    f: impl ScalarMap<F>,
+) {
+    map_rows_with::<F, true>(x, log_det, f);
+}
+
+/// [`map_rows`] for the values alone (sampling): the rows of `x` that `log_det` has
+/// entries for get the same new values, bit for bit, but `log_det` is left as it is and
+/// the log-dets are not computed (the compiler drops the arithmetic that only fed them).
+#[inline]
+pub fn map_rows_values<F: Float>(
+    x: ArrayViewMut2<'_, F>,
+    log_det: ArrayViewMut1<'_, F>,
+    f: impl ScalarMap<F>,
+) {
+    map_rows_with::<F, false>(x, log_det, f);
+}
+
+/// [`map_rows`] (`LOG_DETS`) or [`map_rows_values`].
+#[inline(always)]
+fn map_rows_with<F: Float, const LOG_DETS: bool>(
     x: ArrayViewMut2<'_, F>,
     log_det: ArrayViewMut1<'_, F>,
     f: impl ScalarMap<F>,
@@ -461,7 +535,7 @@ pub fn map_rows<F: Float>(
             (&mut xc[..], &mut lc[..])
         }
     };
-    map_tiles_here(data, lds, cols, &f);
+    map_tiles_here::<F, LOG_DETS>(data, lds, cols, &f);
     if let Some((xc, lc)) = copy {
         // `iter_mut` visits in the same (logical, row-major) order as `iter` above.
         x.iter_mut().zip(xc).for_each(|(d, v)| *d = v);
@@ -470,7 +544,7 @@ pub fn map_rows<F: Float>(
 }
 
 /// Columns per slab of [`map_tiles`]: a tile is transposed [`TILE_ROWS`] × this many
-/// entries at a time into a buffer on the stack (1 KiB for `f32`), so nothing is allocated.
+/// entries at a time into a buffer on the stack (4 KiB for `f32`), so nothing is allocated.
 const SLAB_COLS: usize = 16;
 
 /// [`map_rows`] on a row-major block `data` (`lds.len()` rows of `cols > 0` entries), in
@@ -480,13 +554,17 @@ const SLAB_COLS: usize = 16;
 /// per-row accumulators collect the log-dets in column order; the slab is transposed back,
 /// and at the end of the tile the accumulators are added to `lds`.
 #[inline(always)]
-fn map_tiles<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl ScalarMap<F>) {
+fn map_tiles<F: Float, const LOG_DETS: bool>(
+    data: &mut [F],
+    lds: &mut [F],
+    cols: usize,
+    f: &impl ScalarMap<F>,
+) {
     const T: usize = TILE_ROWS;
     let mut buffer = [F::zero(); TILE_ROWS * SLAB_COLS];
     for (tile, ld) in data.chunks_mut(T * cols).zip(lds.chunks_mut(T)) {
         let m = ld.len().min(T);
         let mut acc = [F::zero(); T];
-        let acc = &mut acc[..m];
         for j0 in (0..cols).step_by(SLAB_COLS) {
             let width = (cols - j0).min(SLAB_COLS);
             let slab = &mut buffer[..width * T];
@@ -497,18 +575,28 @@ fn map_tiles<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl Scal
             }
             for (dj, column) in slab.chunks_exact_mut(T).enumerate() {
                 let j = j0 + dj;
-                // A full tile goes layer by layer over its LANES rows (short loops of one
-                // kernel, which vectorise at any width); a partial one row by row.
-                match (
-                    <&mut [F; T]>::try_from(&mut column[..]),
-                    <&mut [F; T]>::try_from(&mut acc[..]),
-                ) {
-                    (Ok(column), Ok(acc)) => f.apply_lanes(j, column, acc),
-                    _ => {
-                        for (v, acc) in column[..m].iter_mut().zip(acc.iter_mut()) {
-                            *v = f.apply(j, *v, acc);
-                        }
+                if m < PADDED_ROWS {
+                    // A few rows: one at a time.
+                    for (v, acc) in column[..m].iter_mut().zip(acc.iter_mut()) {
+                        *v = if LOG_DETS {
+                            f.apply(j, *v, acc)
+                        } else {
+                            f.apply_value(j, *v)
+                        };
                     }
+                    continue;
+                }
+                // A partial tile is padded with copies of its last row (values in the
+                // kernels' domain), whose results are discarded; then the tile goes layer
+                // by layer over all its rows (short loops of one kernel, which vectorise
+                // at any width).
+                let last = column[m - 1];
+                column[m..].fill(last);
+                let column: &mut [F; T] = column.try_into().expect("slab columns of T rows");
+                if LOG_DETS {
+                    f.apply_lanes(j, column, &mut acc);
+                } else {
+                    f.apply_values_lanes(j, column);
                 }
             }
             for (k, row) in tile.chunks_exact_mut(cols).take(m).enumerate() {
@@ -517,8 +605,10 @@ fn map_tiles<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl Scal
                 }
             }
         }
-        for (ld, acc) in ld.iter_mut().zip(acc.iter()) {
-            *ld += *acc;
+        if LOG_DETS {
+            for (ld, acc) in ld.iter_mut().zip(acc.iter()) {
+                *ld += *acc;
+            }
         }
     }
 }
@@ -529,13 +619,18 @@ fn map_tiles<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl Scal
 /// the same bits; AVX2 runs 8 `f32` lanes at a time instead of 4. (AVX-512 measured no
 /// faster than AVX2 here, on a 2-core Xeon, so it is not used.)
 #[inline(always)]
-fn map_tiles_here<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl ScalarMap<F>) {
+fn map_tiles_here<F: Float, const LOG_DETS: bool>(
+    data: &mut [F],
+    lds: &mut [F],
+    cols: usize,
+    f: &impl ScalarMap<F>,
+) {
     #[cfg(target_arch = "x86_64")]
     if simd_level() == SimdLevel::Avx2 {
         // SAFETY: `simd_level` found AVX2, which `map_tiles_avx2` is compiled for.
-        return unsafe { map_tiles_avx2(data, lds, cols, f) };
+        return unsafe { map_tiles_avx2::<F, LOG_DETS>(data, lds, cols, f) };
     }
-    map_tiles(data, lds, cols, f)
+    map_tiles::<F, LOG_DETS>(data, lds, cols, f)
 }
 
 /// The vector extensions the fused elementwise loops can use.
@@ -565,8 +660,13 @@ pub fn simd_level() -> SimdLevel {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn map_tiles_avx2<F: Float>(data: &mut [F], lds: &mut [F], cols: usize, f: &impl ScalarMap<F>) {
-    map_tiles(data, lds, cols, f)
+fn map_tiles_avx2<F: Float, const LOG_DETS: bool>(
+    data: &mut [F],
+    lds: &mut [F],
+    cols: usize,
+    f: &impl ScalarMap<F>,
+) {
+    map_tiles::<F, LOG_DETS>(data, lds, cols, f)
 }
 
 /// `map_tiles` compiled for the target's baseline whatever the processor has: the
@@ -578,7 +678,7 @@ pub fn map_rows_baseline<F: Float>(
     cols: usize,
     f: impl ScalarMap<F>,
 ) {
-    map_tiles(data, lds, cols, &f)
+    map_tiles::<F, true>(data, lds, cols, &f)
 }
 
 /// Applies `f` to one point in place; returns the summed log-det.
