@@ -14,12 +14,17 @@
 //! tiles on the transposed products `xᵀ·δ` (added into the weight gradient) and `δ·Wᵀ`,
 //! reading the transposed operands in place: no packing buffer and no allocation either.
 
+use std::any::TypeId;
+
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 use rand::{Rng, RngExt};
 
 use crate::float::Float;
 use crate::made::Group;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2_f32;
 
 /// The hidden activation of a conditioner (conditioners need not be invertible).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +294,22 @@ impl<F: Float> Dense<F> {
             }
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(a), Some(w), Some(bias), Kernel::Avx2) =
+            (as_f32(a), as_f32(w), as_f32(bias), Kernel::detect())
+        {
+            let operands = avx2_f32::Operands {
+                a,
+                rows,
+                k,
+                w,
+                n,
+                bias,
+            };
+            // SAFETY: `Kernel::detect` found AVX2 and FMA.
+            unsafe { avx2_f32::dense(&operands, as_f32_mut(c).expect("F is f32"), act) };
+            return;
+        }
         let block = Block {
             w,
             bias,
@@ -431,6 +452,20 @@ macro_rules! impl_matrix_kernels {
 
 impl_matrix_kernels!(f32);
 impl_matrix_kernels!(f64);
+
+/// `s` as `f32` values when `F` is `f32`.
+fn as_f32<F: Float>(s: &[F]) -> Option<&[f32]> {
+    (TypeId::of::<F>() == TypeId::of::<f32>())
+        // SAFETY: `F` is `f32`.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `s` as `f32` values when `F` is `f32`.
+fn as_f32_mut<F: Float>(s: &mut [F]) -> Option<&mut [f32]> {
+    (TypeId::of::<F>() == TypeId::of::<f32>())
+        // SAFETY: `F` is `f32`.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
 
 /// Outputs per pass of the row-by-row fallback of [`Mlp::forward_block`] (stack memory).
 const ROW_WINDOW: usize = 64;
@@ -1665,7 +1700,7 @@ mod tests {
                 layer
                     .bias
                     .mapv_inplace(|_| F::of(r.random_range(-1.0..1.0)));
-                for rows in [1, 3, 4, 5, 7, 8, 9, 13, 64] {
+                for rows in [1, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 64] {
                     let x: Vec<F> = (0..rows * k)
                         .map(|_| F::of(r.random_range(-2.0..2.0)))
                         .collect();

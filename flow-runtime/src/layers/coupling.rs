@@ -192,6 +192,16 @@ fn affine_factors_with<F: Float>(
     mut log_det: ArrayViewMut1<'_, F>,
     inverse: bool,
 ) {
+    if let (1, Some(log_det)) = (m, log_det.as_slice_mut()) {
+        // One transformed coordinate (a coupling on 2 coordinates): one pass whose loop
+        // runs across rows and vectorises, the sum started from zero as below.
+        for (o, ld) in out.chunks_exact_mut(2).zip(log_det) {
+            let l = affine_log_det(inverse, o[1]);
+            *ld += F::zero() + l;
+            o[1] = crate::fastmath::exp(l);
+        }
+        return;
+    }
     for o in out.chunks_exact_mut(n_out) {
         for raw in &mut o[m..] {
             *raw = affine_log_det(inverse, *raw);
