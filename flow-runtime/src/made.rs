@@ -316,9 +316,9 @@ impl<F: Float> Made<F> {
             let groups = groups.iter().filter(|g| pass.is_none_or(|p| g.pass == p));
             for group in groups {
                 if last {
-                    units_t(group, src, rows, out, first, None);
+                    F::made_units(group, src, rows, out, first, None);
                 } else {
-                    units_t(group, src, rows, rest, 0, Some(act));
+                    F::made_units(group, src, rows, rest, 0, Some(act));
                 }
             }
             prev = here;
@@ -468,20 +468,7 @@ fn merge_groups<F: Float>(groups: &[Group<F>]) -> Vec<Group<F>> {
 /// units `u` of `group`, the sum over the group's inputs in increasing `j` (feature-major
 /// `src` and `dst`, `act` the identity when `None`). The multiply-add of the dense kernels
 /// (fused where the processor has FMA), compiled for AVX2 where it has it, and compiled
-/// once, in this crate ([`MatrixKernels::made_units`]).
-#[inline]
-fn units_t<F: Float>(
-    group: &Group<F>,
-    src: &[F],
-    rows: usize,
-    dst: &mut [F],
-    first: usize,
-    act: Option<Activation>,
-) {
-    F::made_units(group, src, rows, dst, first, act);
-}
-
-/// [`units_t`]'s kernel.
+/// once, in this crate: the layers call it as [`MatrixKernels::made_units`].
 pub(crate) fn units_t_kernel<F: Float>(
     group: &Group<F>,
     src: &[F],
@@ -513,7 +500,7 @@ fn units_t_fma<F: Float>(
     units_t_with::<F, true>(group, src, rows, dst, first, act);
 }
 
-/// The loops of [`units_t`]: the sums of all the group's units at once, then the
+/// The loops of [`units_t_kernel`]: the sums of all the group's units at once, then the
 /// activation.
 #[inline(always)]
 fn units_t_with<F: Float, const FMA: bool>(

@@ -368,7 +368,7 @@ impl<F: Float> Dense<F> {
 /// tiles (most of the code a flow would otherwise make rustc generate: see
 /// `benches/compile_time.sh`). Implemented for the two [`Float`] types only.
 pub trait MatrixKernels: Sized {
-    /// [`Dense::block_into`]: `c = act(a·weight + bias)` on a block of `rows` rows.
+    /// `Dense::block_into`: `c = act(a·weight + bias)` on a block of `rows` rows.
     fn dense_block(
         layer: &Dense<Self>,
         a: &[Self],
@@ -377,7 +377,7 @@ pub trait MatrixKernels: Sized {
         act: Option<Activation>,
     );
 
-    /// `out[o] += Σ_j x[j]·w[j·stride + o]`: the row kernel of [`Dense::row_into`].
+    /// `out[o] += Σ_j x[j]·w[j·stride + o]`: the row kernel of `Dense::row_into`.
     fn accumulate(out: &mut [Self], x: &[Self], w: &[Self], stride: usize);
 
     /// The feature-major MADE kernel: the sums of one group of units of a masked layer.
@@ -390,7 +390,7 @@ pub trait MatrixKernels: Sized {
         act: Option<Activation>,
     );
 
-    /// [`matmul`]: `c (+)= a·b`, either operand maybe stored transposed.
+    /// `nets::matmul`: `c (+)= a·b`, either operand maybe stored transposed.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
         dims: (usize, usize, usize),
